@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv and install the CPU build of torch. For CUDA, see README ("GPU install").
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt -e ".[test]"
+	@if $(BIN)/python -m pip show torchvision >/dev/null 2>&1; then echo "torchvision was pulled in; it breaks transformers beside the CPU torch" >&2; exit 1; fi
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo_out

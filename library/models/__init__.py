@@ -1,0 +1,1 @@
+"""Model loading: diffusers directories, single-file checkpoints, bundled configs, tiny test models."""
