@@ -1,0 +1,61 @@
+"""Resumable training state that holds only what TI needs: kilobytes, not the frozen model.
+
+A state folder has the trained vectors (`vectors.safetensors`), the optimizer and LR-scheduler state
+(`optimizer.pt`, `lr_scheduler.pt`, read back with weights_only=True), and `progress.json` (step, epoch,
+batches done in the epoch, token names, seed). Noise and timesteps come from generators seeded by
+(seed, step), and the data order is a pure function of (seed, epoch), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from library.atomic import atomic_dir
+from library.errors import UserError
+
+STATE_VERSION = 1
+
+
+@dataclass
+class Progress:
+    global_step: int = 0
+    epoch: int = 0  # epochs fully completed
+    batches_in_epoch: int = 0  # dataloader batches consumed in the current epoch
+    seed: int | None = None
+    token_names: list[str] = field(default_factory=list)
+    slots: list[str] = field(default_factory=list)
+    scaler: dict | None = None
+    version: int = STATE_VERSION
+
+
+def save_state(path: Path, vectors: dict[str, torch.Tensor], optimizer, lr_scheduler, progress: Progress) -> None:
+    """Write a state folder atomically (an older folder of the same name is replaced only on success)."""
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in vectors.items()}, str(tmp / "vectors.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+        (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
+
+
+def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict, Progress]:
+    """Read a state folder written by save_state; errors name the folder and the missing piece."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"--resume {path}: no such state folder (expected a folder like OUTPUT_DIR/NAME-step00000500-state)")
+    needed = ["vectors.safetensors", "optimizer.pt", "lr_scheduler.pt", "progress.json"]
+    missing = [n for n in needed if not (path / n).is_file()]
+    if missing:
+        raise UserError(f"--resume {path}: not a state folder of this trainer (missing {', '.join(missing)})")
+    try:
+        progress = Progress(**json.loads((path / "progress.json").read_text()))
+        vectors = load_file(str(path / "vectors.safetensors"))
+        optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        scheduler_state = torch.load(path / "lr_scheduler.pt", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+        raise UserError(f"--resume {path}: the state folder is damaged ({err})") from err
+    return vectors, optimizer_state, scheduler_state, progress

@@ -1,0 +1,77 @@
+"""The N new tokens of a TI run, registered in every tokenizer and backed by trainable vectors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from library.errors import UserError
+from library.token_embedding import ExtendedTokenEmbedding, init_vectors_from_word, install_vectors
+from library.tokens import add_new_tokens, make_caption_rewriter, new_token_names
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainableTokens:
+    """New token names, their ids per tokenizer, and the embedding module per text encoder."""
+
+    token_string: str
+    names: list[str]
+    ids: list[list[int]]  # per tokenizer
+    embeddings: list[ExtendedTokenEmbedding]  # per text encoder
+    slots: list[str]  # per text encoder: file key ("emb_params" for SD, "clip_l"/"clip_g" for SDXL)
+    trained: list[bool]  # per text encoder
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [emb.vectors for emb, on in zip(self.embeddings, self.trained) if on]
+
+    def vectors_by_slot(self) -> dict[str, torch.Tensor]:
+        """Detached fp32 CPU copies, keyed as the embedding file stores them."""
+        return {slot: emb.vectors.detach().float().cpu().clone() for slot, emb in zip(self.slots, self.embeddings)}
+
+    def load_vectors(self, vectors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for slot, emb in zip(self.slots, self.embeddings):
+                emb.vectors.copy_(vectors[slot].to(emb.vectors.device, torch.float32))
+
+    def caption_rewriter(self):
+        return make_caption_rewriter(self.token_string, self.names)
+
+    @property
+    def num_vectors(self) -> int:
+        return len(self.names)
+
+
+def setup_trainable_tokens(
+    tokenizers: list,
+    text_encoders: list,
+    slots: list[str],
+    *,
+    token_string: str,
+    num_vectors: int,
+    init_word: str | None,
+    initial_vectors: dict[str, torch.Tensor] | None = None,
+    trained: list[bool] | None = None,
+) -> TrainableTokens:
+    """Add the tokens to each tokenizer and install fp32 vectors behind each text encoder.
+
+    Vectors start from `initial_vectors` (--weights) when given, else from the init word's token embeddings.
+    """
+    if not token_string or not token_string.strip():
+        raise UserError("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
+    names = new_token_names(token_string, num_vectors)
+    trained = trained or [True] * len(text_encoders)
+    ids, embeddings = [], []
+    for tokenizer, encoder, slot, on in zip(tokenizers, text_encoders, slots, trained):
+        ids.append(add_new_tokens(tokenizer, names))
+        if initial_vectors is not None:
+            vectors = initial_vectors[slot]
+        else:
+            vectors, note = init_vectors_from_word(tokenizer, encoder, init_word, num_vectors)
+            if note and slot == slots[0]:
+                logger.info(note)
+        embeddings.append(install_vectors(encoder, vectors, trainable=on))
+    return TrainableTokens(token_string, names, ids, embeddings, slots, trained)
