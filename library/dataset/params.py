@@ -40,6 +40,8 @@ class SubsetParams:
     alpha_mask: bool = False
     resize_interpolation: Optional[str] = None
     custom_attributes: Optional[dict] = None
+    # masked-loss mode only (--masked_loss): folder of mask images named like the training images
+    conditioning_data_dir: Optional[str] = None
 
     @property
     def is_fine_tuning(self) -> bool:
@@ -63,6 +65,7 @@ class DatasetParams:
     validation_seed: Optional[int] = None
     validation_split: float = 0.0
     resize_interpolation: Optional[str] = None
+    prior_loss_weight: float = 1.0  # loss weight of is_reg images (--prior_loss_weight; not a TOML key)
 
 
 @dataclass
