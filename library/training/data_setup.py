@@ -1,0 +1,97 @@
+"""From flags to training data: dataset group, templates, the token check, latent cache, --debug_dataset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from library.errors import UserError
+from library.tokens import contains_token
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_workers() -> int:
+    return max(0, (os.cpu_count() or 1) - 1)
+
+
+def resolve_templates(args: argparse.Namespace) -> list[str] | None:
+    """Caption templates: --use_object_template / --use_style_template / --template_file, or None."""
+    from library.dataset import templates
+
+    chosen = [flag for flag in ("use_object_template", "use_style_template", "template_file") if getattr(args, flag, None)]
+    if len(chosen) > 1:
+        raise UserError(f"use only one of --{', --'.join(chosen)}")
+    if args.use_object_template:
+        return list(templates.OBJECT_TEMPLATES)
+    if args.use_style_template:
+        return list(templates.STYLE_TEMPLATES)
+    if getattr(args, "template_file", None):
+        return templates.read_template_file(args.template_file)
+    return None
+
+
+def build_datasets(args: argparse.Namespace, tokens):
+    """(train group, validation group or None, templates) with captions rewritten to the N new tokens."""
+    from library.dataset.arguments import dataset_params_from_args
+    from library.dataset.group import build_dataset_group
+
+    templates = resolve_templates(args)
+    params = dataset_params_from_args(args)
+    group = build_dataset_group(
+        params,
+        caption_rewrite=tokens.caption_rewriter(),
+        templates=templates,
+        token_string=args.token_string,
+        seed=args.seed if args.seed is not None else 0,
+        skip_bad_images=args.skip_bad_images,
+        prior_loss_weight=args.prior_loss_weight,
+    )
+    val_group = None
+    split = args.validation_split or max((d.validation_split for d in params.datasets), default=0.0)
+    if split:
+        group, val_group = group.split_validation(split, args.validation_seed if args.validation_seed is not None else args.seed or 0)
+    return group, val_group, templates
+
+
+def check_token_in_captions(group, token_string: str, *, templates_used: bool) -> None:
+    """Refuse a run where no caption has the token string; warn loudly when some lack it."""
+    if templates_used:
+        return
+    captions = list(group.iter_captions())
+    missing = [c for c in captions if not contains_token(c, token_string)]
+    if not missing:
+        return
+    if len(missing) == len(captions):
+        raise UserError(
+            f"none of the {len(captions)} captions contains the token string {token_string!r}, so the new vectors would never be used. "
+            f"Add {token_string!r} to your captions (or use caption_prefix = \"{token_string}, \" in the dataset config), "
+            "or use --use_object_template / --use_style_template / --template_file"
+        )
+    examples = "; ".join(repr(c[:60]) for c in missing[:3])
+    logger.warning(
+        "%d of %d captions do not contain the token string %r; those images teach the vectors nothing (e.g. %s)",
+        len(missing), len(captions), token_string, examples,
+    )
+
+
+def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) -> None:
+    group.cache_latents(
+        vae,
+        vae_batch_size=args.vae_batch_size,
+        to_disk=args.cache_latents_to_disk,
+        device=device,
+        dtype=vae.dtype,
+        sampling=args.latent_sampling,
+    )
+
+
+def debug_dataset(args: argparse.Namespace, group, tokenizers) -> None:
+    from library.dataset.debug import run_debug_dataset
+
+    out_dir = Path(args.debug_dataset_dir or Path(args.output_dir or ".") / "debug_dataset")
+    run_debug_dataset(group, tokenizers, out_dir, args.debug_dataset_count, print)

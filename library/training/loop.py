@@ -1,0 +1,223 @@
+"""The Textual Inversion training loop, shared by SD 1.x/2.x and SDXL.
+
+Reads top to bottom: models and tokens, data, optimizer, summary, then the loop with saving, sampling,
+validation and logging. Only the N new token vectors train; everything else is frozen and never written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from library.errors import UserError
+from library.training import data_setup, model_setup
+from library.training.checkpoints import ModelHasher
+from library.training.optimization import base_learning_rate, build_lr_scheduler_for, build_optimizer_for, optimizer_train_mode
+from library.training.sampling_hook import Sampler
+from library.training.saving import Saver
+from library.training.seeding import step_generator
+from library.training.validation import validate_if_due
+from library.training.family import family_for
+from library.training.loss_chart import draw_loss_chart
+from library.training.run_setup import check_flags, make_accelerator, total_steps, weight_dtype_for
+from library.training.state import Progress, load_state
+from library.training.step import StepSettings, training_step
+from library.training.summary import print_summary
+from library.training.trainable_tokens import setup_trainable_tokens
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(UserError):
+    """Training produced NaN/Inf; the last good vectors were saved."""
+
+
+@dataclass
+class TrainResult:
+    output_file: Path | None
+    global_step: int
+    losses: list[float] = field(default_factory=list)
+
+
+def _unwrap_batch(items: list[dict]) -> dict:
+    # each dataset item is already a whole bucket-homogeneous batch
+    return items[0]
+
+
+def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
+    """Run a TI training described by the parsed flags; returns the final embedding path."""
+    check_flags(args, sdxl=sdxl)
+    accelerator = make_accelerator(args)
+    if args.seed is not None:
+        set_seed(args.seed)
+    seed = args.seed if args.seed is not None else 0
+    is_main = accelerator.is_main_process
+
+    # --- models: frozen weights in the mixed-precision dtype, then fp32 trainable vectors behind the vocabulary
+    models = model_setup.load_models_for(args, sdxl=sdxl)
+    family = family_for(models.family)
+    weight_dtype = weight_dtype_for(args)
+    for module in (models.unet, *models.text_encoders):
+        module.requires_grad_(False).to(weight_dtype)
+    models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
+    initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, args.num_vectors_per_token) if args.weights else None
+    tokens = setup_trainable_tokens(
+        models.tokenizers,
+        models.text_encoders,
+        list(family.slots),
+        token_string=args.token_string,
+        num_vectors=args.num_vectors_per_token,
+        init_word=args.init_word,
+        initial_vectors=initial_vectors,
+        trained=model_setup.trained_encoders(args, family),
+    )
+
+    # --- data: captions rewritten to the N tokens, validated as a whole before any compute is spent
+    group, val_group, templates = data_setup.build_datasets(args, tokens)
+    data_setup.check_token_in_captions(group, args.token_string, templates_used=bool(templates))
+    if args.debug_dataset:
+        data_setup.debug_dataset(args, group, models.tokenizers)
+        return TrainResult(None, 0)
+    device = accelerator.device
+    models.vae.to(device)
+    if args.cache_latents or args.cache_latents_to_disk:
+        with accelerator.main_process_first():
+            data_setup.cache_latents(args, group, models.vae, device)
+            if val_group is not None:
+                data_setup.cache_latents(args, val_group, models.vae, device)
+        models.vae.to("cpu")  # every latent is cached: the VAE leaves the device
+    dataloader = DataLoader(
+        group,
+        batch_size=1,
+        shuffle=False,  # the order is the dataset's own pure function of (seed, epoch)
+        collate_fn=_unwrap_batch,
+        num_workers=min(args.max_data_loader_n_workers, data_setup.cpu_workers()),
+        persistent_workers=args.persistent_data_loader_workers and args.max_data_loader_n_workers > 0,
+    )
+
+    # --- optimization: only the new vectors are parameters
+    steps_per_epoch, num_epochs, max_steps = total_steps(args, len(dataloader), accelerator.num_processes)
+    learning_rate = base_learning_rate(args, accelerator.num_processes)
+    optimizer, optimizer_name = build_optimizer_for(args, tokens.parameters(), learning_rate)
+    lr_scheduler = build_lr_scheduler_for(args, optimizer, max_steps)
+    for module in (models.unet, *models.text_encoders):
+        module.to(device)
+    if args.gradient_checkpointing:
+        model_setup.enable_gradient_checkpointing(models)
+    model_setup.set_attention(args, models.unet)
+    prepared = accelerator.prepare(*models.text_encoders, optimizer, dataloader)
+    text_encoders, optimizer, dataloader = list(prepared[:-2]), prepared[-2], prepared[-1]
+
+    progress = Progress(seed=seed, token_names=tokens.names, slots=list(family.slots))
+    if args.resume:
+        vectors, optimizer_state, scheduler_state, progress = load_state(args.resume)
+        check_resume_matches(args.resume, progress, tokens)
+        tokens.load_vectors(vectors)
+        optimizer.load_state_dict(optimizer_state)
+        lr_scheduler.load_state_dict(scheduler_state)
+        if progress.scaler and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(progress.scaler)
+
+    if is_main:
+        print_summary(args, models, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
+    if accelerator.trackers == [] and args.log_with:
+        accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
+    hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
+    saver = Saver(args, models, tokens, hasher, accelerator)
+    settings = StepSettings.from_args(args, models)
+    sampler = Sampler(args, models, tokens, accelerator)
+
+    losses: list[float] = []
+    global_step = progress.global_step
+    bar = tqdm(total=max_steps, initial=global_step, smoothing=0, disable=not is_main, desc="steps")
+    if args.sample_at_first and global_step == 0:
+        sampler.sample(step=0, epoch=0)
+
+    optimizer_train_mode(optimizer)
+    for module in text_encoders:
+        module.train(args.gradient_checkpointing)  # checkpointing only runs in train mode; CLIP has no dropout
+    models.unet.train(args.gradient_checkpointing)
+    try:
+        for epoch in range(progress.epoch, num_epochs):
+            group.set_epoch(epoch)
+            skip = progress.batches_in_epoch if epoch == progress.epoch else 0
+            loader = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+            batches_done = skip
+            for batch in loader:
+                batches_done += 1
+                group.set_step(global_step)
+                with accelerator.accumulate(*text_encoders):
+                    generator = step_generator(seed, global_step, accelerator.process_index)
+                    loss = training_step(batch, models, family, text_encoders, settings, generator, accelerator)
+                    loss_value = loss.detach().item()
+                    if not math.isfinite(loss_value):
+                        raise NonFiniteLoss(
+                            f"the loss became {loss_value} at step {global_step + 1}; stopped and kept the last good vectors. "
+                            "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, or add --no_half_vae"
+                        )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm:
+                        accelerator.clip_grad_norm_(tokens.parameters(), args.max_grad_norm)  # every trained vector, all encoders
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                lr_scheduler.step()
+                global_step += 1
+                losses.append(loss_value)
+                bar.update(1)
+                bar.set_postfix(avr_loss=sum(losses[-100:]) / len(losses[-100:]), loss=loss_value)
+                if args.log_with:
+                    accelerator.log({f"{args.log_prefix or ''}loss/current": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+                progress.global_step, progress.epoch, progress.batches_in_epoch = global_step, epoch, batches_done
+                saver.after_step(progress, optimizer, lr_scheduler)
+                sampler.after_step(global_step, epoch + 1)
+                validate_if_due(args, val_group, global_step, models, family, text_encoders, settings, accelerator, seed)
+                if global_step >= max_steps:
+                    break
+            progress.epoch, progress.batches_in_epoch = epoch + 1, 0
+            saver.after_epoch(epoch + 1, progress, optimizer, lr_scheduler)
+            sampler.after_epoch(global_step, epoch + 1)
+            if global_step >= max_steps:
+                break
+    except NonFiniteLoss:
+        saver.save_final(global_step, progress.epoch)
+        raise
+    except KeyboardInterrupt:
+        if is_main:
+            path = saver.save_final(global_step, progress.epoch)
+            logger.warning("interrupted at step %d: saved the current embedding to %s", global_step, path)
+        raise
+    finally:
+        bar.close()
+
+    final = saver.save_final(global_step, progress.epoch)
+    if args.save_state or args.save_state_on_train_end:
+        saver.save_final_state(progress, optimizer, lr_scheduler)
+    if is_main:
+        chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
+        logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
+    accelerator.end_training()
+    return TrainResult(final, global_step, losses)
+
+
+def check_resume_matches(path: str, progress: Progress, tokens) -> None:
+    """A state from another token string or vector count cannot continue this run."""
+    if progress.token_names and progress.token_names != tokens.names:
+        raise UserError(
+            f"--resume {path}: the state trained tokens {progress.token_names}, but this run trains {tokens.names}; "
+            "use the same --token_string and --num_vectors_per_token"
+        )
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """Flags as tracker-friendly scalars (tensorboard accepts only int/float/str/bool)."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items() if not k.startswith("_")}

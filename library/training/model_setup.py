@@ -1,0 +1,77 @@
+"""Loading the frozen model for training and preparing it: initial vectors, attention, checkpointing."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from library.errors import UserError
+from library.optional_deps import require
+
+logger = logging.getLogger(__name__)
+
+
+def load_models_for(args: argparse.Namespace, *, sdxl: bool):
+    """Load the base model named by the flags; the SD script refuses SDXL models and vice versa."""
+    from library.models.loading import load_models
+
+    models = load_models(
+        args.pretrained_model_name_or_path,
+        v2=args.v2 or None,
+        v_parameterization=args.v_parameterization or None,
+        sdxl=True if sdxl else None,
+        vae=args.vae,
+        tokenizer_cache_dir=args.tokenizer_cache_dir,
+    )
+    if models.family == "sdxl" and not sdxl:
+        raise UserError(f"{args.pretrained_model_name_or_path} is an SDXL model: train it with sdxl_train_textual_inversion.py")
+    if models.family != "sdxl" and sdxl:
+        raise UserError(f"{args.pretrained_model_name_or_path} is an SD {models.family[-1]}.x model, not SDXL: train it with train_textual_inversion.py")
+    return models
+
+
+def read_initial_vectors(path: str, slots: tuple[str, ...], models, num_vectors: int) -> dict[str, torch.Tensor]:
+    """Vectors from an existing embedding file (--weights), checked against the model and --num_vectors_per_token."""
+    from library.embeddings import read_embedding
+
+    emb = read_embedding(path)
+    dims = {slot: enc.get_input_embeddings().embedding_dim for slot, enc in zip(slots, models.text_encoders)}
+    vectors = emb.vectors_for_slots(slots, dims, source=f"--weights {path}")
+    for slot, tensor in vectors.items():
+        if tensor.shape[0] != num_vectors:
+            raise UserError(
+                f"--weights {path} holds {tensor.shape[0]} vector(s) but --num_vectors_per_token is {num_vectors}; "
+                f"pass --num_vectors_per_token {tensor.shape[0]} to continue training it"
+            )
+    return vectors
+
+
+def trained_encoders(args: argparse.Namespace, family) -> list[bool]:
+    """Which text encoders' vectors train (SDXL: --ti_text_encoders l,g; SD: the one encoder)."""
+    chosen = getattr(args, "ti_text_encoders", None)
+    if family.name != "sdxl" or not chosen:
+        return [True] * len(family.slots)
+    wanted = {part.strip().lower() for part in chosen.split(",") if part.strip()}
+    unknown = wanted - {"l", "g"}
+    if unknown or not wanted:
+        raise UserError(f"--ti_text_encoders takes 'l', 'g' or 'l,g' (got {chosen!r})")
+    return ["l" in wanted, "g" in wanted]
+
+
+def enable_gradient_checkpointing(models) -> None:
+    """Trade compute for activation memory in the UNet and the text encoders."""
+    models.unet.enable_gradient_checkpointing()
+    for encoder in models.text_encoders:
+        encoder.gradient_checkpointing_enable()
+
+
+def set_attention(args: argparse.Namespace, unet) -> None:
+    """SDPA is PyTorch's default attention in diffusers; --xformers / --mem_eff_attn switch it."""
+    if args.xformers:
+        require("xformers", "--xformers")
+        unet.enable_xformers_memory_efficient_attention()
+    elif args.mem_eff_attn:
+        # PyTorch's SDPA already picks a memory-efficient kernel; sliced attention is the CPU-safe fallback
+        unet.set_attention_slice("auto")

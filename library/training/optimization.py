@@ -1,0 +1,37 @@
+"""Optimizer and learning-rate schedule from the flags, for the trainable vectors only."""
+
+from __future__ import annotations
+
+import argparse
+
+from library.training.lr_schedulers import build_lr_scheduler, parse_learning_rate
+from library.training.optimizers import build_optimizer, optimizer_eval_mode, optimizer_train_mode, scale_learning_rate
+
+__all__ = ["base_learning_rate", "build_optimizer_for", "build_lr_scheduler_for", "optimizer_train_mode", "optimizer_eval_mode"]
+
+
+def base_learning_rate(args: argparse.Namespace, num_processes: int) -> float:
+    """The optimizer's initial LR: a plain number, or the first value of A1111's piecewise schedule."""
+    lr = parse_learning_rate(args.learning_rate)
+    base = lr if isinstance(lr, float) else lr.initial
+    if args.scale_lr:
+        base = scale_learning_rate(base, args.gradient_accumulation_steps, args.train_batch_size, num_processes)
+    return base
+
+
+def build_optimizer_for(args: argparse.Namespace, params, learning_rate: float):
+    return build_optimizer(args.optimizer_type, params, learning_rate, args.optimizer_args or [], max_grad_norm=args.max_grad_norm)
+
+
+def build_lr_scheduler_for(args: argparse.Namespace, optimizer, max_steps: int):
+    return build_lr_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_training_steps=max_steps,
+        num_warmup_steps=args.lr_warmup_steps,
+        num_cycles=args.lr_scheduler_num_cycles,
+        power=args.lr_scheduler_power,
+        scheduler_type=args.lr_scheduler_type,
+        scheduler_args=args.lr_scheduler_args or [],
+        learning_rate=args.learning_rate,
+    )

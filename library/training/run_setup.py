@@ -1,0 +1,73 @@
+"""Checks and set-up done before any model is loaded: fail fast on flags this machine cannot honour."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+from library.errors import UserError
+from library.optional_deps import require
+
+
+def check_flags(args: argparse.Namespace, *, sdxl: bool) -> None:
+    """Refuse combinations that would fail later (after minutes of loading) with a clear reason now."""
+    cuda = torch.cuda.is_available()
+    if args.mixed_precision == "fp16" and not cuda:
+        raise UserError("--mixed_precision fp16 needs a CUDA GPU (half-precision convolutions are not supported on CPU); use --mixed_precision bf16 or no")
+    if getattr(args, "full_fp16", False) and args.mixed_precision != "fp16":
+        raise UserError("--full_fp16 requires --mixed_precision fp16")
+    if getattr(args, "full_bf16", False) and args.mixed_precision != "bf16":
+        raise UserError("--full_bf16 requires --mixed_precision bf16")
+    if getattr(args, "xformers", False):
+        if not cuda:
+            raise UserError("--xformers needs a CUDA GPU; leave it out to use PyTorch's scaled-dot-product attention (--sdpa, the default)")
+        require("xformers", "--xformers")
+    if sdxl and getattr(args, "cache_text_encoder_outputs", False):
+        raise UserError("--cache_text_encoder_outputs cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train")
+    if args.cache_latents and (args.color_aug or args.random_crop):
+        raise UserError("--cache_latents cannot be combined with --color_aug or --random_crop (cached latents are computed once); drop one of them")
+    if args.max_token_length not in (None, 75, 150, 225):
+        raise UserError(f"--max_token_length must be 75, 150 or 225 (got {args.max_token_length})")
+    if not args.token_string:
+        raise UserError("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
+    if args.num_vectors_per_token < 1:
+        raise UserError(f"--num_vectors_per_token must be at least 1 (got {args.num_vectors_per_token})")
+
+
+def make_accelerator(args: argparse.Namespace) -> Accelerator:
+    """An Accelerator for devices, mixed precision, gradient accumulation, multi-GPU and trackers."""
+    log_with = None
+    if args.log_with and args.logging_dir is None and args.log_with != "wandb":
+        raise UserError("--log_with needs --logging_dir (where tensorboard writes its logs)")
+    if args.log_with in ("tensorboard", "all"):
+        require("tensorboard", "--log_with tensorboard")
+    if args.log_with in ("wandb", "all"):
+        require("wandb", "--log_with wandb")
+    if args.log_with:
+        log_with = ["tensorboard", "wandb"] if args.log_with == "all" else [args.log_with]
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=args.logging_dir),
+    )
+
+
+def weight_dtype_for(args: argparse.Namespace) -> torch.dtype:
+    """Frozen weights are stored in the mixed-precision dtype; the trained vectors always stay fp32."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision, torch.float32)
+
+
+def total_steps(args: argparse.Namespace, batches_per_epoch: int, num_processes: int) -> tuple[int, int, int]:
+    """(optimizer steps per epoch, epochs, total optimizer steps); --max_train_epochs wins over --max_train_steps."""
+    per_epoch = max(1, math.ceil(batches_per_epoch / num_processes / args.gradient_accumulation_steps))
+    if args.max_train_epochs:
+        steps = per_epoch * args.max_train_epochs
+    else:
+        steps = args.max_train_steps
+    epochs = math.ceil(steps / per_epoch)
+    return per_epoch, epochs, steps

@@ -1,0 +1,71 @@
+"""Sample images during training with the vectors as they are, on sd-scripts' schedule flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class Sampler:
+    """Reads --sample_prompts once; writes OUTPUT_DIR/sample/NAME_<step>_<i>_<time>_<seed>.png when due."""
+
+    def __init__(self, args: argparse.Namespace, models, tokens, accelerator):
+        self.args = args
+        self.models = models
+        self.tokens = tokens
+        self.accelerator = accelerator
+        self.specs = []
+        if args.sample_prompts and accelerator.is_main_process:
+            from library.sampling import parse_prompt_file
+
+            self.specs = parse_prompt_file(args.sample_prompts, strict=False)
+
+    def after_step(self, step: int, epoch: int) -> None:
+        every = self.args.sample_every_n_steps
+        if every and step % every == 0:
+            self.sample(step, epoch)
+
+    def after_epoch(self, step: int, epoch: int) -> None:
+        every = self.args.sample_every_n_epochs
+        if every and epoch % every == 0:
+            self.sample(step, epoch)
+
+    def sample(self, step: int, epoch: int) -> list[Path]:
+        if not self.specs:
+            return []
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return []
+        from library.sampling import sample_images
+
+        rewrite = self.tokens.caption_rewriter()
+        unet_mode, vae_device = self.models.unet.training, self.models.vae.device
+        self.models.unet.eval()
+        self.models.vae.to(self.accelerator.device)
+        try:
+            with torch.no_grad(), self.accelerator.autocast():
+                paths = sample_images(
+                    self.models,
+                    self.specs,
+                    output_dir=Path(self.args.output_dir or ".") / "sample",
+                    name=self.args.output_name or "",
+                    step=step,
+                    epoch=epoch,
+                    sampler=self.args.sample_sampler,
+                    prompt_rewrite=rewrite,
+                    device=self.accelerator.device,
+                    clip_skip=self.args.clip_skip,
+                    max_token_length=self.args.max_token_length,
+                    seed=self.args.seed,
+                )
+        finally:
+            self.models.unet.train(unet_mode)
+            if self.args.cache_latents or self.args.cache_latents_to_disk:
+                self.models.vae.to(vae_device)
+        logger.info("wrote %d sample image(s) at step %d", len(paths), step)
+        return paths

@@ -1,0 +1,127 @@
+"""One training step: latents -> noise -> UNet prediction -> weighted loss. Pure of flags beyond StepSettings."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from library.training import loss as loss_fns
+from library.training import noise as noise_fns
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The flags one step needs, validated once."""
+
+    max_token_length: int | None
+    clip_skip: int | None
+    noise_offset: float | None
+    noise_offset_random_strength: bool
+    adaptive_noise_scale: float | None
+    multires_noise_iterations: int | None
+    multires_noise_discount: float
+    ip_noise_gamma: float | None
+    ip_noise_gamma_random_strength: bool
+    min_timestep: int
+    max_timestep: int
+    loss_type: str
+    huber_schedule: str
+    huber_c: float
+    min_snr_gamma: float | None
+    scale_v_pred_loss_like_noise_pred: bool
+    v_pred_like_loss: float | None
+    debiased_estimation_loss: bool
+    masked_loss: bool
+    v_parameterization: bool
+    vae_scale: float
+    vae_shift: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, models) -> "StepSettings":
+        return cls(
+            max_token_length=args.max_token_length,
+            clip_skip=args.clip_skip,
+            noise_offset=args.noise_offset,
+            noise_offset_random_strength=args.noise_offset_random_strength,
+            adaptive_noise_scale=args.adaptive_noise_scale,
+            multires_noise_iterations=args.multires_noise_iterations,
+            multires_noise_discount=args.multires_noise_discount,
+            ip_noise_gamma=args.ip_noise_gamma,
+            ip_noise_gamma_random_strength=args.ip_noise_gamma_random_strength,
+            min_timestep=args.min_timestep if args.min_timestep is not None else 0,
+            max_timestep=args.max_timestep if args.max_timestep is not None else models.noise_scheduler.config.num_train_timesteps,
+            loss_type=args.loss_type,
+            huber_schedule=args.huber_schedule,
+            huber_c=args.huber_c,
+            min_snr_gamma=args.min_snr_gamma,
+            scale_v_pred_loss_like_noise_pred=args.scale_v_pred_loss_like_noise_pred,
+            v_pred_like_loss=args.v_pred_like_loss,
+            debiased_estimation_loss=args.debiased_estimation_loss,
+            masked_loss=args.masked_loss or args.alpha_mask,
+            v_parameterization=models.v_parameterization,
+            vae_scale=models.vae.config.scaling_factor,
+            vae_shift=getattr(models.vae.config, "shift_factor", None) or 0.0,
+        )
+
+
+def encode_images(vae, images: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+    """Latents for a batch that was not cached (the VAE is frozen: no graph)."""
+    with torch.no_grad():
+        latents = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.sample()
+    return (latents.float() - shift) * scale
+
+
+def training_step(batch: dict, models, family, text_encoders, s: StepSettings, generator: torch.Generator, accelerator) -> torch.Tensor:
+    """Mean loss of one batch; gradients reach only the new token vectors."""
+    device = accelerator.device
+    latents = batch["latents"]
+    if latents is None:
+        latents = encode_images(models.vae, batch["images"], s.vae_scale, s.vae_shift)
+    latents = latents.to(device, torch.float32)
+    scheduler = models.noise_scheduler
+
+    noise = noise_fns.sample_noise(
+        latents,
+        noise_offset=s.noise_offset,
+        noise_offset_random_strength=s.noise_offset_random_strength,
+        adaptive_noise_scale=s.adaptive_noise_scale,
+        multires_noise_iterations=s.multires_noise_iterations,
+        multires_noise_discount=s.multires_noise_discount,
+        generator=generator,
+    )
+    timesteps = noise_fns.sample_timesteps(latents.shape[0], min_timestep=s.min_timestep, max_timestep=s.max_timestep, generator=generator).to(device)
+    noisy = noise_fns.add_noise(
+        scheduler, latents, noise, timesteps, ip_noise_gamma=s.ip_noise_gamma, ip_noise_gamma_random_strength=s.ip_noise_gamma_random_strength, generator=generator
+    )
+
+    with accelerator.autocast():
+        conditioning = family.unet_conditioning(models.tokenizers, text_encoders, batch["captions"], batch, max_token_length=s.max_token_length, clip_skip=s.clip_skip)
+        unet_dtype = models.unet.dtype
+        conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(unet_dtype)
+        prediction = models.unet(noisy.to(unet_dtype), timesteps, **conditioning).sample
+
+    target = loss_fns.target_for(scheduler, latents, noise, timesteps, v_parameterization=s.v_parameterization)
+    per_sample = loss_fns.compute_loss(
+        prediction.float(),
+        target,
+        loss_type=s.loss_type,
+        huber_c=s.huber_c,
+        huber_schedule=s.huber_schedule,
+        timesteps=timesteps,
+        scheduler=scheduler,
+        mask=batch.get("alpha_masks") if s.masked_loss else None,
+    )
+    per_sample = per_sample * batch["loss_weights"].to(device)
+    per_sample = loss_fns.apply_loss_weighting(
+        per_sample,
+        timesteps,
+        scheduler,
+        min_snr_gamma=s.min_snr_gamma,
+        v_parameterization=s.v_parameterization,
+        scale_v_pred_loss_like_noise_pred=s.scale_v_pred_loss_like_noise_pred,
+        v_pred_like_loss=s.v_pred_like_loss,
+        debiased_estimation_loss=s.debiased_estimation_loss,
+    )
+    return per_sample.mean()

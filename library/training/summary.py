@@ -1,0 +1,37 @@
+"""The summary printed before the first step: what will be trained, on what, for how long."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def summary_lines(args: argparse.Namespace, models, tokens, group, val_group, optimizer_name: str, steps_per_epoch: int,
+                  num_epochs: int, max_steps: int, accelerator, weight_dtype) -> list[str]:
+    family = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}[models.family]
+    prediction = "v-prediction" if models.v_parameterization else "epsilon"
+    trainable = sum(p.numel() for p in tokens.parameters())
+    ids = ", ".join(f"{n}={i}" for n, i in zip(tokens.names, tokens.ids[0]))
+    lines = [
+        "Textual Inversion training",
+        f"  model:            {args.pretrained_model_name_or_path} ({family}, {prediction})",
+        f"  new tokens:       {tokens.token_string!r} -> {len(tokens.names)} vector(s): {ids}",
+        f"  init word:        {args.init_word or '*'}" + (f"; continuing from --weights {args.weights}" if args.weights else ""),
+        f"  trainable params: {trainable:,} ({' + '.join(f'{slot} {tuple(e.vectors.shape)}' for slot, e, on in zip(tokens.slots, tokens.embeddings, tokens.trained) if on)})",
+        f"  images:           {group.num_train_images} train, {group.num_reg_images} regularisation"
+        + (f", validation split {len(val_group)} batch(es)" if val_group is not None else ""),
+    ]
+    lines += [f"    {line}" for line in group.summary_lines()]
+    lines += [
+        f"  batches/epoch:    {len(group)} (x{accelerator.num_processes} process(es), gradient accumulation {args.gradient_accumulation_steps})",
+        f"  steps:            {max_steps} optimizer steps = {num_epochs} epoch(s) x {steps_per_epoch} step(s)",
+        f"  optimizer:        {optimizer_name}, learning rate {args.learning_rate}, scheduler {args.lr_scheduler}",
+        f"  precision:        {args.mixed_precision} (frozen weights {str(weight_dtype).removeprefix('torch.')}, vectors float32)"
+        + (", gradient checkpointing" if args.gradient_checkpointing else ""),
+        f"  device:           {accelerator.device}",
+        f"  output:           {args.output_dir}/{args.output_name or 'last'}.{args.save_model_as or 'safetensors'}",
+    ]
+    return lines
+
+
+def print_summary(*a, **kw) -> None:
+    print("\n".join(summary_lines(*a, **kw)), flush=True)

@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Textual Inversion for SDXL: learns the new token in both text encoders (CLIP-L 768 and OpenCLIP bigG 1280).
+
+Same flags and training loop as train_textual_inversion.py; the SDXL model-family adapter adds the pooled
+text embedding and size/crop conditioning. See docs/sdxl_train_textual_inversion.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from library.cli import run_main
+from train_textual_inversion import main as _train_main
+
+
+def main(argv: list[str] | None = None) -> None:
+    _train_main(argv, sdxl=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
