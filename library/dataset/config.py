@@ -112,6 +112,8 @@ def _toml_syntax_message(path: Path, text: str, err: Exception) -> str:
     if line is None:
         return f"TOML syntax error in {path}: {message}"
     source_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+    if _bad_escape(message) and "\\" in source_line[: column - 1]:
+        column = source_line.rindex("\\", 0, column - 1) + 1  # tomllib points past the escape; show the backslash
     caret = "".join(c if c == "\t" else " " for c in source_line[: column - 1]) + "^"
     hint = _toml_syntax_hint(message, source_line)
     return (
@@ -120,9 +122,13 @@ def _toml_syntax_message(path: Path, text: str, err: Exception) -> str:
     )
 
 
+def _bad_escape(message: str) -> bool:
+    return "'\\'" in message or "escape" in message.lower() or "hex value" in message
+
+
 def _toml_syntax_hint(message: str, line: str) -> str:
     value = line.split("=", 1)[1].split("#", 1)[0].strip() if "=" in line else ""
-    if "\\" in line and ('"' in line) and ("escape" in message.lower() or "'\\'" in message):
+    if _bad_escape(message) and '"' in line:
         return (
             "; in double quotes a backslash starts an escape: write Windows paths in single quotes, "
             "e.g. image_dir = 'C:\\images', or double each backslash"
