@@ -157,7 +157,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     add("--prior_loss_weight", type=float, default=1.0,
         help="loss weight of regularization (is_reg) images (default: %(default)s)")
     add("--max_data_loader_n_workers", type=_int_at_least(0), default=8, metavar="N",
-        help="image-loading worker processes; 0 loads in the main process (default: %(default)s, capped at the CPU count)")
+        help="image-loading worker processes, capped at the CPU count; 0 loads in the main process "
+             "(default: %(default)s)")
     add("--persistent_data_loader_workers", action="store_true",
         help="keep loader workers alive between epochs (faster epochs, more memory)")
     add("--skip_bad_images", action="store_true",

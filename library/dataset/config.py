@@ -10,14 +10,12 @@ the same meaning, else the default. `dataset_params_from_args(args)` picks the T
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
-import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from library.dataset.arguments import default_dataset_args, parse_float_pair, parse_resolution
+from library.dataset.config_file import read_config_file
 from library.dataset.config_paths import check_dataset_paths, dreambooth_subsets_from_folders
 from library.dataset.config_schema import (
     ALL_KEYS, DATASET_ALLOWED, DATASET_KEYS, DREAMBOOTH, DREAMBOOTH_INHERITED_KEYS, FINE_TUNING, GENERAL_ALLOWED,
@@ -54,96 +52,6 @@ class _Problems:
 
     def lines(self) -> list[str]:
         return list(self._lines)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# reading the file
-
-
-def read_config_file(path: Union[str, Path]) -> dict:
-    """Parse a dataset config (.toml, or .json as sd-scripts also allows); syntax errors name line and column."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"dataset config not found: {path}")
-    if path.is_dir():
-        raise UserError(f"dataset config {path} is a folder; pass the .toml file")
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise UserError(f"dataset config {path} must be a .toml file (or .json), as in sd-scripts")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise UserError(f"dataset config {path} is not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8")
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"JSON syntax error in {path}, line {err.lineno}, column {err.colno}: {err.msg}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"dataset config {path} must hold a JSON object with 'general' and 'datasets'")
-        return data
-    toml = _toml_module()
-    try:
-        return toml.loads(text)
-    except toml.TOMLDecodeError as err:
-        raise UserError(_toml_syntax_message(path, text, err)) from None
-
-
-def _toml_module():
-    # tomllib (Python 3.11+) over the `toml` package: it implements TOML 1.0 and reports the exact line and column,
-    # where `toml` 0.10 reports most value errors at "line 1 column 1". tomli is the same parser for Python 3.10.
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return tomllib
-    from library.optional_deps import require
-
-    return require("tomli", "Reading dataset TOML files on Python 3.10")
-
-
-def _toml_syntax_message(path: Path, text: str, err: Exception) -> str:
-    message = str(err)
-    line = getattr(err, "lineno", None)
-    column = getattr(err, "colno", None)
-    found = re.search(r"\s*\(at line (\d+), column (\d+)\)", message)
-    if found:
-        line, column = int(found.group(1)), int(found.group(2))
-    message = getattr(err, "msg", None) or re.sub(r"\s*\(at [^)]*\)$", "", message)
-    if line is None:
-        return f"TOML syntax error in {path}: {message}"
-    source_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
-    if _bad_escape(message) and "\\" in source_line[: column - 1]:
-        column = source_line.rindex("\\", 0, column - 1) + 1  # tomllib points past the escape; show the backslash
-    caret = "".join(c if c == "\t" else " " for c in source_line[: column - 1]) + "^"
-    hint = _toml_syntax_hint(message, source_line)
-    return (
-        f"TOML syntax error in {path}, line {line}, column {column}: {message}{hint}\n"
-        f"    {source_line}\n    {caret}"
-    )
-
-
-def _bad_escape(message: str) -> bool:
-    return "'\\'" in message or "escape" in message.lower() or "hex value" in message
-
-
-def _toml_syntax_hint(message: str, line: str) -> str:
-    value = line.split("=", 1)[1].split("#", 1)[0].strip() if "=" in line else ""
-    if _bad_escape(message) and '"' in line:
-        return (
-            "; in double quotes a backslash starts an escape: write Windows paths in single quotes, "
-            "e.g. image_dir = 'C:\\images', or double each backslash"
-        )
-    if value in ("None", "none", "null", "Null", "NULL", "nil"):
-        return "; TOML has no None/null: delete the line to use the default"
-    if value in ("True", "False", "TRUE", "FALSE", "yes", "no"):
-        return f"; TOML booleans are lowercase: {value.lower() in ('true', 'yes') and 'true' or 'false'}"
-    if message.startswith("Invalid value") and re.fullmatch(r"[A-Za-z_./\\:][^\s]*", value or "-"):
-        return f"; strings need quotes: '{value}'"
-    if message.startswith("Cannot declare") and line.strip().startswith("[") and not line.strip().startswith("[["):
-        return "; a [table] may appear only once: write each dataset as [[datasets]] and each subset as [[datasets.subsets]]"
-    if message.startswith("Cannot overwrite"):
-        return "; the key is set twice in the same table"
-    return ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,7 +166,9 @@ def _subset_tables(label: str, dataset: dict, problems: _Problems) -> list[tuple
     return [(f"{label}.subsets[{j}]", s) for j, s in enumerate(subsets)]
 
 
-def _subset_styles(label: str, subsets: list[tuple[str, dict]], masked_loss: bool, problems: _Problems) -> tuple[str, list[str]]:
+def _subset_styles(
+    label: str, subsets: list[tuple[str, dict]], masked_loss: bool, problems: _Problems
+) -> tuple[str, list[str]]:
     """sd-scripts' rule: a dataset is masked-loss (ControlNet schema) if every subset has conditioning_data_dir and
     --masked_loss is on, fine-tuning if every subset has metadata_file, DreamBooth if none has; never mixed."""
     with_cond = [masked_loss and "conditioning_data_dir" in s for _, s in subsets]
@@ -367,7 +277,9 @@ def _build_subset(
     return params
 
 
-def _resolve(key: str, tables: list[tuple[str, dict]], args: argparse.Namespace, problems: _Problems) -> tuple[Any, str]:
+def _resolve(
+    key: str, tables: list[tuple[str, dict]], args: argparse.Namespace, problems: _Problems
+) -> tuple[Any, str]:
     """sd-scripts' search_value: the first table that sets the key, else the flag's value if not None."""
     for label, values in tables:
         if key in values:
@@ -416,7 +328,8 @@ def _check_dataset_values(label: str, p: DatasetParams, sources: dict, from_cli:
             f"got {p.validation_split}"
         )
     if p.resize_interpolation is not None and p.resize_interpolation not in RESIZE_INTERPOLATIONS:
-        problems.add(_interpolation_problem(_at(sources["resize_interpolation"], "resize_interpolation"), p.resize_interpolation))
+        where = _at(sources["resize_interpolation"], "resize_interpolation")
+        problems.add(_interpolation_problem(where, p.resize_interpolation))
     if p.network_multiplier != 1.0 and sources["network_multiplier"] != "default":
         logger.warning("%s: network_multiplier has no effect in Textual Inversion (it scales LoRA networks)", label)
     if p.enable_bucket:
@@ -551,7 +464,9 @@ def describe_group(group: DatasetGroupParams) -> str:
     lines = [f"dataset from {group.source}:"]
     for i, d in enumerate(group.datasets):
         reso = f"{d.resolution[0]}x{d.resolution[1]}" if d.resolution else "?"
-        bucket = f", buckets {d.min_bucket_reso}-{d.max_bucket_reso} step {d.bucket_reso_steps}" if d.enable_bucket else ""
+        bucket = ""
+        if d.enable_bucket:
+            bucket = f", buckets {d.min_bucket_reso}-{d.max_bucket_reso} step {d.bucket_reso_steps}"
         lines.append(f"  datasets[{i}]: {reso}, batch {d.batch_size}{bucket}")
         for j, s in enumerate(d.subsets):
             kind = "metadata " + str(s.metadata_file) if s.is_fine_tuning else str(s.image_dir)

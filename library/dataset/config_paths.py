@@ -30,7 +30,9 @@ def parse_repeat_folder_name(name: str) -> Optional[tuple[int, str]]:
         return None
 
 
-def dreambooth_subsets_from_folders(train_data_dir: Union[str, Path], reg_data_dir: Union[str, Path, None] = None) -> list[dict]:
+def dreambooth_subsets_from_folders(
+    train_data_dir: Union[str, Path], reg_data_dir: Union[str, Path, None] = None
+) -> list[dict]:
     """Subset tables for --train_data_dir/--reg_data_dir: one per `N_name` subfolder (N repeats, name = class tokens).
 
     Folders without the count are skipped with a warning, as sd-scripts does; none at all is an error."""
@@ -58,7 +60,9 @@ def _scan_repeat_folders(flag: str, base: Path, is_reg: bool) -> list[dict]:
         if repeats < 1:
             logger.warning("%s: skipping folder '%s': repeat count %d is below 1", flag, folder.name, repeats)
             continue
-        subsets.append({"image_dir": str(folder), "num_repeats": repeats, "is_reg": is_reg, "class_tokens": class_tokens})
+        subsets.append(
+            {"image_dir": str(folder), "num_repeats": repeats, "is_reg": is_reg, "class_tokens": class_tokens}
+        )
     if not subsets:
         raise UserError(f"{flag} {base} has no N_name subfolders (e.g. {base / '10_mychar'}: N = how often each image "
                         f"is repeated per epoch, the rest = class tokens){_layout_hint(base)}")

@@ -86,7 +86,9 @@ SUBSET_ONLY_KEYS = _table(
     KeySpec("conditioning_data_dir", STR),
 )
 
-ALL_KEYS: dict[str, KeySpec] = {**DATASET_KEYS, **SUBSET_INHERITED_KEYS, **DREAMBOOTH_INHERITED_KEYS, **SUBSET_ONLY_KEYS}
+ALL_KEYS: dict[str, KeySpec] = {
+    **DATASET_KEYS, **SUBSET_INHERITED_KEYS, **DREAMBOOTH_INHERITED_KEYS, **SUBSET_ONLY_KEYS,
+}
 
 GENERAL_ALLOWED = set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | set(DREAMBOOTH_INHERITED_KEYS)
 
@@ -102,7 +104,11 @@ SUBSET_ALLOWED = {
     MASKED: set(SUBSET_INHERITED_KEYS) | {"caption_extension", "cache_info", "image_dir", "conditioning_data_dir"},
 }
 
-SUBSET_REQUIRED = {DREAMBOOTH: ("image_dir",), FINE_TUNING: ("metadata_file",), MASKED: ("image_dir", "conditioning_data_dir")}
+SUBSET_REQUIRED = {
+    DREAMBOOTH: ("image_dir",),
+    FINE_TUNING: ("metadata_file",),
+    MASKED: ("image_dir", "conditioning_data_dir"),
+}
 
 _DROPOUT_REASON = (
     "caption dropout is not supported for Textual Inversion (sd-scripts' train_textual_inversion.py rejects it too): "
@@ -249,7 +255,7 @@ def _home_level(key: str) -> str:
 
 def _placement_reason(key: str, level: str, style: Optional[str]) -> str:
     if key in SUBSET_ONLY_KEYS and level != "subset":
-        return f"it is a per-subset key; write it in each [[datasets.subsets]] that needs it"
+        return "it is a per-subset key; write it in each [[datasets.subsets]] that needs it"
     if key in DATASET_KEYS and key not in SUBSET_INHERITED_KEYS and level == "subset":
         return "it applies to a whole dataset; move it to the [[datasets]] table (or [general] for all datasets)"
     if style == FINE_TUNING:
