@@ -18,7 +18,8 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements(),
     extras_require={
-        "test": ["pytest>=7"],
+        # the small pure-Python optimizer packages too, so their tests run for real instead of being skipped
+        "test": ["pytest>=7", "lion-pytorch", "prodigyopt", "schedulefree", "dadaptation"],
         "gpu": ["xformers", "bitsandbytes"],
         "optimizers": ["lion-pytorch", "prodigyopt", "schedulefree", "dadaptation"],
         "logging": ["tensorboard"],
