@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from library.dataset.buckets import BucketManager, Size
 from library.dataset.captions import CaptionOptions, process_caption
-from library.dataset.images import ImageTransform, load_image, prepare_image, to_tensor
+from library.dataset.images import ImageTransform, load_image, load_mask, prepare_image, to_tensor
 from library.dataset.params import DatasetGroupParams, DatasetParams
 from library.dataset.scan import ImageRecord, scan_subset
 from library.dataset.templates import apply_templates
@@ -97,7 +97,12 @@ class DatasetPart:
             repeats[i] = self.subsets[records[i].subset_index].num_repeats
         self.num_train_images = sum(repeats[i] for i in train)
         self.num_reg_images = sum(self.subsets[records[i].subset_index].num_repeats for i in reg)
-        for i, n in zip(reg, balance_reg_repeats(self.num_train_images, [self.subsets[records[i].subset_index].num_repeats for i in reg])):
+        for i, n in zip(
+            reg,
+            balance_reg_repeats(
+                self.num_train_images, [self.subsets[records[i].subset_index].num_repeats for i in reg]
+            ),
+        ):
             repeats[i] = n
         self.repeats = repeats
 
@@ -226,7 +231,9 @@ class DatasetGroup(Dataset):
     ) -> str:
         opts = part.caption_opts[record.subset_index]
         if not dropout:
-            opts = replace(opts, caption_dropout_rate=0.0, caption_dropout_every_n_epochs=0, caption_tag_dropout_rate=0.0)
+            opts = replace(
+                opts, caption_dropout_rate=0.0, caption_dropout_every_n_epochs=0, caption_tag_dropout_rate=0.0
+            )
         caption = process_caption(
             record.caption,
             opts,
@@ -239,6 +246,11 @@ class DatasetGroup(Dataset):
             caption = apply_templates(self.templates, self.token_string, caption, rng)
         return caption
 
+    def _reg_weight(self, part: DatasetPart) -> float:
+        # the config layer may set a dataset's own prior_loss_weight; otherwise the builder's argument
+        own = getattr(part.params, "prior_loss_weight", 1.0)
+        return own if own != 1.0 else self.prior_loss_weight
+
     def _sample(self, part: DatasetPart, record_index: int, rng: random.Random, epoch: int) -> dict:
         record = part.records[record_index]
         transform = part.transforms[record.subset_index]
@@ -247,10 +259,10 @@ class DatasetGroup(Dataset):
             caption = self.caption_rewrite(caption)
         sample = {
             "caption": caption,
-            "loss_weight": self.prior_loss_weight if record.is_reg else 1.0,
+            "loss_weight": self._reg_weight(part) if record.is_reg else 1.0,
             "path": record.path,
             "bucket": record.bucket,
-            "wants_alpha": transform.alpha_mask,
+            "wants_alpha": transform.alpha_mask or record.mask_path is not None,
         }
         if record.latents is not None or record.latent_file is not None:
             from library.dataset.latent_cache import latents_for_sample
@@ -259,9 +271,9 @@ class DatasetGroup(Dataset):
             latents, alpha, original, crop = latents_for_sample(record, flip, rng)
             sample.update(image=None, latents=latents, alpha=alpha, original_size=original, crop=crop, flipped=flip)
             return sample
-        resized = record.resized
         loaded = load_image(record.path)
-        prepared = prepare_image(loaded, record.bucket, resized, transform, rng, face=record.face)
+        mask = load_mask(record.mask_path, loaded.size) if record.mask_path else None
+        prepared = prepare_image(loaded, record.bucket, record.resized, transform, rng, face=record.face, mask=mask)
         sample.update(
             image=to_tensor(prepared.rgb),
             latents=None,
@@ -349,7 +361,9 @@ class DatasetGroup(Dataset):
             p = part.params
             w, h = p.resolution
             if p.enable_bucket:
-                how = "bucket_no_upscale" if p.bucket_no_upscale else f"min {p.min_bucket_reso}, max {p.max_bucket_reso}"
+                how = (
+                    "bucket_no_upscale" if p.bucket_no_upscale else f"min {p.min_bucket_reso}, max {p.max_bucket_reso}"
+                )
                 bucketing = f"aspect-ratio buckets ({how}, steps {p.bucket_reso_steps})"
             else:
                 bucketing = "no buckets"
@@ -393,7 +407,9 @@ def _stack(samples: list[dict]) -> dict:
         "captions": [s["caption"] for s in samples],
         "loss_weights": torch.tensor([s["loss_weight"] for s in samples], dtype=torch.float32),
         "alpha_masks": alpha_masks,
-        "original_sizes_hw": torch.tensor([[s["original_size"][1], s["original_size"][0]] for s in samples], dtype=torch.long),
+        "original_sizes_hw": torch.tensor(
+            [[s["original_size"][1], s["original_size"][0]] for s in samples], dtype=torch.long
+        ),
         "crop_top_lefts": torch.tensor([[s["crop"][1], s["crop"][0]] for s in samples], dtype=torch.long),
         "target_sizes_hw": torch.tensor([[s["bucket"][1], s["bucket"][0]] for s in samples], dtype=torch.long),
         "flipped": torch.tensor([s["flipped"] for s in samples], dtype=torch.bool),
@@ -406,7 +422,9 @@ def collate_batch(items: list[dict]) -> dict:
     return items[0]
 
 
-def make_dataloader(group: DatasetGroup, *, num_workers: int = 0, skip_batches: int = 0, pin_memory: bool = False) -> DataLoader:
+def make_dataloader(
+    group: DatasetGroup, *, num_workers: int = 0, skip_batches: int = 0, pin_memory: bool = False
+) -> DataLoader:
     """A DataLoader over the current epoch's batches, optionally starting at batch `skip_batches` (resume)."""
     return DataLoader(
         group,

@@ -69,8 +69,8 @@ def read_image_size(path: str | Path) -> Size:
         w, h = imagesize.get(path, exif_rotation=True)
     except TypeError:  # imagesize < 2.0 has no exif_rotation
         w, h = -1, -1
-    except (OSError, ValueError) as err:
-        raise ImageError(f"cannot read the image header ({err})") from err
+    except Exception:  # a damaged header: let Pillow have a go and explain
+        w, h = -1, -1
     if w > 0 and h > 0:
         return w, h
     return _pil_size(path)
@@ -89,29 +89,37 @@ def _pil_size(path: str | Path) -> Size:
 
 
 def truncation_problem(path: str | Path) -> Optional[str]:
-    """A reason if the file is empty or visibly cut short (checked from its last bytes, no decoding)."""
+    """A reason if the file is empty or cut short, else None.
+
+    The file's last bytes are checked first (no decoding); only a file that looks cut short there (or carries
+    data after its end marker, like phone "motion photos") is decoded to confirm.
+    """
     path = Path(path)
     size = path.stat().st_size
     if size == 0:
         return "the file is empty (0 bytes)"
-    suffix = path.suffix.lower()
     with open(path, "rb") as f:
         head = f.read(16)
         f.seek(max(0, size - 1024))
         tail = f.read()
+    suspicious = None
     if head.startswith(b"\x89PNG"):
         if b"IEND" not in tail[-32:]:
-            return "the PNG is truncated (no IEND chunk at the end)"
+            suspicious = "the PNG is truncated (it ends before its IEND chunk)"
     elif head.startswith(b"\xff\xd8"):
-        # some writers pad after the end marker; the marker must still be near the end
         if b"\xff\xd9" not in tail:
-            return "the JPEG is truncated (no end-of-image marker)"
+            suspicious = "the JPEG is truncated (it ends before its end-of-image marker)"
     elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         declared = int.from_bytes(head[4:8], "little") + 8
         if size < declared:
             return f"the WebP is truncated ({size} of {declared} bytes)"
-    elif suffix in (".png", ".jpg", ".jpeg", ".webp") and size < 16:
-        return f"the file is too short to be an image ({size} bytes)"
+    if suspicious is None:
+        return None
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except Exception:
+        return suspicious
     return None
 
 
@@ -255,7 +263,7 @@ class PreparedImage:
     """One training image at its bucket size, with the SDXL size/crop conditioning."""
 
     rgb: Image.Image  # bucket-sized RGB
-    alpha: Optional[np.ndarray]  # (H, W) float32 in [0, 1] when an alpha mask was asked for
+    alpha: Optional[np.ndarray]  # (H, W) float32 loss weights in [0, 1] (alpha_mask and/or a mask image)
     original_size: Size  # (w, h) before resize
     resized: Size  # (w, h) after resize, before the crop
     crop_left_top: Size  # (left, top) of the crop in the resized image, mirrored when flipped
@@ -283,14 +291,22 @@ def prepare_image(
     *,
     face: Optional[tuple[int, int, int, int]] = None,
     flip: Optional[bool] = None,
+    mask: Optional[Image.Image] = None,
 ) -> PreparedImage:
     """Resize (keeping aspect, covering the bucket), crop, colour-augment and flip one image.
 
     `resized` is the size chosen at bucketing time; it is recomputed if the decoded image has another size.
     `flip` forces the flip decision (latent caching encodes both); by default flip_aug flips half the time.
+    `mask` (mode "L", the image's size) is a masked-loss weight map; it follows every geometric step and is
+    multiplied into the alpha mask.
     """
-    rgb, alpha = loaded.rgb, loaded.alpha
+    rgb = loaded.rgb
     original = rgb.size
+    weights = []  # "L" images that become the loss weight map
+    if transform.alpha_mask and loaded.alpha is not None:
+        weights.append(loaded.alpha)
+    if mask is not None:
+        weights.append(mask)
     if face is not None and transform.face_crop_aug_range is not None:
         resized, (left, top) = face_crop_window(
             original, face, bucket, transform.face_crop_aug_range, transform.random_crop, rng
@@ -301,8 +317,7 @@ def prepare_image(
         left, top = crop_offsets(resized, bucket, transform.random_crop, rng)
     box = (left, top, left + bucket[0], top + bucket[1])
     rgb = resize(rgb, resized, transform.interpolation).crop(box)
-    if alpha is not None and transform.alpha_mask:
-        alpha = resize(alpha, resized, transform.interpolation).crop(box)
+    weights = [resize(w, resized, transform.interpolation).crop(box) for w in weights]
 
     if transform.color_aug:
         rgb = color_augment(rgb, rng)
@@ -311,19 +326,29 @@ def prepare_image(
         flip = transform.flip_aug and rng.random() < 0.5
     if flip:
         rgb = rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if alpha is not None and transform.alpha_mask:
-            alpha = alpha.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        weights = [w.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for w in weights]
         left = resized[0] - left - bucket[0]  # where the window starts in the mirrored image
 
-    mask = None
-    if transform.alpha_mask:
-        if alpha is None:
-            mask = np.ones((bucket[1], bucket[0]), dtype=np.float32)
-        else:
-            mask = np.asarray(alpha, dtype=np.float32) / 255.0
+    weight_map = None
+    if transform.alpha_mask or mask is not None:
+        weight_map = np.ones((bucket[1], bucket[0]), dtype=np.float32)
+        for w in weights:
+            weight_map *= np.asarray(w, dtype=np.float32) / 255.0
     return PreparedImage(
-        rgb=rgb, alpha=mask, original_size=original, resized=resized, crop_left_top=(left, top), flipped=flip
+        rgb=rgb, alpha=weight_map, original_size=original, resized=resized, crop_left_top=(left, top), flipped=flip
     )
+
+
+def load_mask(path: str | Path, size: Size) -> Image.Image:
+    """A masked-loss mask image as mode "L" (its red channel, as sd-scripts), EXIF-rotated, at the image's size."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            red = to_rgb_and_alpha(img).rgb.getchannel("R")
+    except Exception as err:
+        raise ImageError(f"cannot decode mask {path}: {type(err).__name__}: {err}") from err
+    return red if red.size == tuple(size) else red.resize(size, Image.Resampling.BILINEAR)
 
 
 def _same_aspect(a: Size, b: Size) -> bool:

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from library.dataset.buckets import Size, crop_offsets
-from library.dataset.images import ImageTransform, load_image, prepare_image, to_tensor
+from library.dataset.images import ImageTransform, load_image, load_mask, prepare_image, to_tensor
 from library.atomic import atomic_path
 from library.errors import UserError
 
@@ -159,6 +159,10 @@ def vae_fingerprint(vae) -> str:
 def expected_meta(record, transform: ImageTransform, vae_id: str, sampling: str, dtype: torch.dtype) -> dict:
     """What a cache file for `record` must have been written with to be reused."""
     stat = os.stat(record.path)
+    mask = None
+    if record.mask_path:
+        mask_stat = os.stat(record.mask_path)
+        mask = [record.mask_path, mask_stat.st_size, mask_stat.st_mtime_ns]
     return {
         "version": CACHE_VERSION,
         "image_bytes": stat.st_size,
@@ -168,6 +172,7 @@ def expected_meta(record, transform: ImageTransform, vae_id: str, sampling: str,
         "planned_crop": list(crop_offsets(record.resized, record.bucket, False, None)),
         "flip_aug": transform.flip_aug,
         "alpha_mask": transform.alpha_mask,
+        "mask": mask,
         "interpolation": transform.interpolation,
         "vae": vae_id,
         "sampling": sampling,
@@ -259,9 +264,11 @@ def _cache_batch(seed: int, vae, batch, device, dtype, sampling: str) -> None:
     prepared = []
     for record, transform, _, _ in batch:
         loaded = load_image(record.path)
-        views = [prepare_image(loaded, record.bucket, record.resized, transform, random.Random(0), flip=False)]
-        if transform.flip_aug:
-            views.append(prepare_image(loaded, record.bucket, record.resized, transform, random.Random(0), flip=True))
+        mask = load_mask(record.mask_path, loaded.size) if record.mask_path else None
+        views = [
+            prepare_image(loaded, record.bucket, record.resized, transform, random.Random(0), flip=flip, mask=mask)
+            for flip in ((False, True) if transform.flip_aug else (False,))
+        ]
         prepared.append(views)
 
     pixels = torch.stack([to_tensor(view.rgb) for views in prepared for view in views])
@@ -273,7 +280,9 @@ def _cache_batch(seed: int, vae, batch, device, dtype, sampling: str) -> None:
         k += len(views)
         if sampling == "once":
             # a fixed per-image draw, so a rebuilt cache holds the same latents
-            gen = torch.Generator().manual_seed(int.from_bytes(hashlib.sha1(f"{seed}:{record.path}".encode()).digest()[:7], "big"))
+            gen = torch.Generator().manual_seed(
+                int.from_bytes(hashlib.sha1(f"{seed}:{record.path}".encode()).digest()[:7], "big")
+            )
             mean = mean + std * torch.randn(mean.shape, generator=gen)
         keep_std = sampling == "random"
         base = views[0]
@@ -297,4 +306,3 @@ def _cache_batch(seed: int, vae, batch, device, dtype, sampling: str) -> None:
             record.latents, record.latent_file = None, str(path)
         else:
             record.latents, record.latent_file = _entry(tensors, file_meta), None
-

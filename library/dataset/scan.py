@@ -33,6 +33,7 @@ class ImageRecord:
     size: Size  # (w, h) after EXIF rotation
     has_caption: bool = True
     face: Optional[tuple[int, int, int, int]] = None
+    mask_path: Optional[str] = None  # masked loss: the mask image from conditioning_data_dir
     # filled by bucketing
     bucket: Optional[Size] = None
     resized: Optional[Size] = None
@@ -159,7 +160,9 @@ def _metadata_caption(entry: dict, subset) -> Optional[str]:
         if tags is not None:
             tags = tags.replace("\n", subset.caption_separator)
         if caption is not None and tags is not None:
-            caption = "\n".join(f"{line}{subset.caption_separator}{tags}" for line in caption.split("\n") if line.strip())
+            caption = "\n".join(
+                f"{line}{subset.caption_separator}{tags}" for line in caption.split("\n") if line.strip()
+            )
     elif tags:
         caption = caption + subset.caption_separator + tags
     if caption is not None and not subset.enable_wildcard:
@@ -167,7 +170,9 @@ def _metadata_caption(entry: dict, subset) -> Optional[str]:
     return caption or None
 
 
-def scan_fine_tuning_subset(subset, subset_index: int, where: str, report: Report, face_crop: bool) -> list[ImageRecord]:
+def scan_fine_tuning_subset(
+    subset, subset_index: int, where: str, report: Report, face_crop: bool
+) -> list[ImageRecord]:
     """Images named by `subset.metadata_file` with their captions/tags."""
     meta_path = subset.metadata_file
     if not os.path.isfile(meta_path):
@@ -215,7 +220,7 @@ def scan_fine_tuning_subset(subset, subset_index: int, where: str, report: Repor
             )
         )
     if not_found:
-        listed = not_found[: 20] + ([f"... and {len(not_found) - 20} more"] if len(not_found) > 20 else [])
+        listed = not_found[:20] + ([f"... and {len(not_found) - 20} more"] if len(not_found) > 20 else [])
         report.error(
             f"{where}: metadata_file {meta_path} names {len(not_found)} image(s) that do not exist "
             f"(looked relative to the working directory, image_dir {subset.image_dir} and the metadata file): "
@@ -225,7 +230,41 @@ def scan_fine_tuning_subset(subset, subset_index: int, where: str, report: Repor
     return records
 
 
+def attach_masks(records: list[ImageRecord], mask_dir: str, where: str, report: Report) -> None:
+    """Masked loss: each image's mask is the image with the same stem in `mask_dir` (sd-scripts' rule)."""
+    if not os.path.isdir(mask_dir):
+        report.error(f"{where}: conditioning_data_dir {mask_dir} does not exist")
+        return
+    by_stem: dict[str, str] = {}
+    for name in sorted(_listing(mask_dir)):
+        if is_image_file(name):
+            by_stem.setdefault(os.path.splitext(name)[0], os.path.join(mask_dir, name))
+    missing, used = [], set()
+    for record in records:
+        stem = os.path.splitext(os.path.basename(record.path))[0]
+        record.mask_path = by_stem.get(stem)
+        if record.mask_path is None:
+            missing.append(record.path)
+        else:
+            used.add(stem)
+    if missing:
+        report.error(
+            f"{where}: {len(missing)} image(s) have no mask with the same name in conditioning_data_dir {mask_dir}: "
+            + "; ".join(missing[:20])
+            + (f"; ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        )
+    report.warn_list(
+        f"{where}: mask images in {mask_dir} without a training image of the same name",
+        [p for stem, p in by_stem.items() if stem not in used],
+    )
+
+
 def scan_subset(subset, subset_index: int, where: str, report: Report, face_crop: bool = False) -> list[ImageRecord]:
     if subset.is_fine_tuning:
-        return scan_fine_tuning_subset(subset, subset_index, where, report, face_crop)
-    return scan_dreambooth_subset(subset, subset_index, where, report, face_crop)
+        records = scan_fine_tuning_subset(subset, subset_index, where, report, face_crop)
+    else:
+        records = scan_dreambooth_subset(subset, subset_index, where, report, face_crop)
+    mask_dir = getattr(subset, "conditioning_data_dir", None)
+    if mask_dir:
+        attach_masks(records, mask_dir, where, report)
+    return records

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from library.dataset.images import INTERPOLATIONS
 from library.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,13 @@ def check_dataset_params(dataset, where: str, report: Report) -> None:
                 )
     if not dataset.subsets:
         report.error(f"{where}: no subsets; add a [[datasets.subsets]] table with an image_dir")
+    names = [("dataset", dataset.resize_interpolation)] + [
+        (f"subset {i}", s.resize_interpolation) for i, s in enumerate(dataset.subsets)
+    ]
+    for what, name in names:
+        if name is not None and name.lower() not in INTERPOLATIONS:
+            known = ", ".join(sorted(INTERPOLATIONS))
+            report.error(f"{where}, {what}: resize_interpolation {name!r} is unknown; use one of {known}")
     for i, subset in enumerate(dataset.subsets):
         if subset.face_crop_aug_range is not None and dataset.enable_bucket:
             report.warn(
@@ -104,4 +112,6 @@ def check_dataset_params(dataset, where: str, report: Report) -> None:
                 "images are bucketed and centre-cropped instead"
             )
         if subset.num_repeats < 1:
-            report.warn(f"{where}, subset {i} ({subset.image_dir}): num_repeats {subset.num_repeats} < 1; subset ignored")
+            report.warn(
+                f"{where}, subset {i} ({subset.image_dir}): num_repeats {subset.num_repeats} < 1; subset ignored"
+            )

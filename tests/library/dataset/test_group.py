@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from dataset_helpers import group_params, solid, write_image
+from PIL import Image
 
 from library.dataset.group import balance_reg_repeats, build_dataset_group, make_dataloader
 from library.dataset.params import DatasetGroupParams, DatasetParams, SubsetParams
@@ -45,13 +46,17 @@ def test_batches_through_a_dataloader(image_dir):
 
 def test_order_is_a_pure_function_of_seed_and_epoch(image_dir):
     params = bucketed(
-        SubsetParams(image_dir=str(image_dir), caption_extension=".txt", num_repeats=3, shuffle_caption=True, flip_aug=True)
+        SubsetParams(
+            image_dir=str(image_dir), caption_extension=".txt", num_repeats=3, shuffle_caption=True, flip_aug=True
+        )
     )
 
     def epoch_of(seed, epoch, start=0):
         group = build_dataset_group(params, seed=seed)
         group.set_epoch(epoch)
-        return [(b["image_paths"], b["captions"], b["flipped"].tolist()) for b in make_dataloader(group, skip_batches=start)]
+        return [
+            (b["image_paths"], b["captions"], b["flipped"].tolist()) for b in make_dataloader(group, skip_batches=start)
+        ]
 
     first = epoch_of(1, 2)
     assert first == epoch_of(1, 2)
@@ -157,7 +162,9 @@ def test_split_validation_honours_dataset_settings(tmp_path):
     assert any(r.is_reg for r in train.records) and not any(r.is_reg for r in val.records)
     assert {r.path for r in group.split_validation(0.3, seed=1)[1].records} == val_paths
     own = build_dataset_group(
-        DatasetGroupParams(datasets=[DatasetParams(subsets=subsets, resolution=(64, 64), validation_split=0.5, validation_seed=7)])
+        DatasetGroupParams(
+            datasets=[DatasetParams(subsets=subsets, resolution=(64, 64), validation_split=0.5, validation_seed=7)]
+        )
     )
     assert len(own.split_validation(0.1, seed=1)[1].records) == 5
     assert len(group.split_validation(0.0, seed=1)[1]) == 0
@@ -203,7 +210,14 @@ def test_all_problems_reported_at_once(tmp_path):
     with pytest.raises(UserError) as info:
         build_dataset_group(params)
     message = str(info.value)
-    for expected in ("missing does not exist", "empty_dir has no images", "nowhere.png", "empty.png", "cut.png", "--skip_bad_images"):
+    for expected in (
+        "missing does not exist",
+        "empty_dir has no images",
+        "nowhere.png",
+        "empty.png",
+        "cut.png",
+        "--skip_bad_images",
+    ):
         assert expected in message, expected
     assert message.count("\n  - ") == 4
 
@@ -240,7 +254,69 @@ def test_settings_errors(tmp_path, image_dir):
 
 
 def test_summary_lines(image_dir):
-    group = build_dataset_group(bucketed(SubsetParams(image_dir=str(image_dir), caption_extension=".txt", num_repeats=5)))
+    group = build_dataset_group(
+        bucketed(SubsetParams(image_dir=str(image_dir), caption_extension=".txt", num_repeats=5))
+    )
     text = "\n".join(group.summary_lines())
     assert "4 images x 5 repeats" in text and "buckets (images with repeats): " in text
     assert "total: 20 train images" in text
+
+
+def test_exif_rotated_photo_gets_the_bucket_of_its_displayed_shape(tmp_path):
+    from PIL import Image
+
+    d = tmp_path / "phone"
+    d.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait
+    Image.new("RGB", (128, 64), (9, 9, 9)).save(d / "p.jpg", exif=exif.tobytes())
+    group = build_dataset_group(bucketed(SubsetParams(image_dir=str(d), class_tokens="sks")))
+    assert group.records[0].size == (64, 128)
+    batch = group[0]
+    assert batch["images"].shape[2] > batch["images"].shape[3]  # taller than wide
+    assert batch["original_sizes_hw"].tolist() == [[128, 64]]
+
+
+def test_unknown_interpolation_is_a_config_error(image_dir):
+    params = group_params(SubsetParams(image_dir=str(image_dir), resize_interpolation="magic"))
+    with pytest.raises(UserError, match="resize_interpolation 'magic'"):
+        build_dataset_group(params)
+
+
+def test_masked_loss_masks_from_conditioning_data_dir(tmp_path):
+    d, masks = tmp_path / "imgs", tmp_path / "masks"
+    write_image(d / "a.png", (128, 64))
+    write_image(d / "b.png", (64, 64))
+    left_white = Image.new("RGB", (128, 64), (0, 0, 0))
+    left_white.paste((255, 255, 255), (0, 0, 64, 64))
+    masks.mkdir()
+    left_white.save(masks / "a.png")
+    solid(masks / "b.jpg", (32, 32), (255, 0, 0))  # another size and format: resized to the image
+    params = group_params(
+        SubsetParams(image_dir=str(d), class_tokens="sks", conditioning_data_dir=str(masks)), resolution=(64, 64)
+    )
+    group = build_dataset_group(params)
+    means = {}
+    for i in range(len(group)):
+        batch = group[i]
+        means[batch["image_paths"][0]] = float(batch["alpha_masks"].mean())
+    assert means[str(d / "b.png")] == pytest.approx(1.0, abs=0.01)  # JPEG red is ~254
+    assert 0.4 < means[str(d / "a.png")] < 0.6  # centre crop of a half-white mask
+
+    (masks / "b.jpg").unlink()
+    with pytest.raises(UserError, match="have no mask with the same name"):
+        build_dataset_group(params)
+
+
+def test_dataset_prior_loss_weight_wins(tmp_path, image_dir):
+    reg = tmp_path / "reg"
+    write_image(reg / "r.png", (64, 64))
+    params = bucketed(
+        SubsetParams(image_dir=str(image_dir), caption_extension=".txt"),
+        SubsetParams(image_dir=str(reg), is_reg=True, class_tokens="person"),
+        batch_size=1,
+        prior_loss_weight=0.5,
+    )
+    group = build_dataset_group(params, prior_loss_weight=1.0)
+    weights = {float(group[i]["loss_weights"][0]) for i in range(len(group))}
+    assert weights == {1.0, 0.5}

@@ -47,7 +47,9 @@ def test_header_sizes(tmp_path, fmt):
     assert read_image_size(path) == (37, 23)
 
 
-@pytest.mark.parametrize("orientation, expected", [(1, (40, 20)), (3, (40, 20)), (6, (20, 40)), (8, (20, 40)), (5, (20, 40))])
+@pytest.mark.parametrize(
+    "orientation, expected", [(1, (40, 20)), (3, (40, 20)), (6, (20, 40)), (8, (20, 40)), (5, (20, 40))]
+)
 def test_exif_orientation_in_header_and_decode(tmp_path, orientation, expected):
     path = exif_rotated_jpeg(tmp_path / "r.jpg", (40, 20), orientation)
     assert read_image_size(path) == expected
@@ -170,7 +172,9 @@ def test_color_augment_changes_colours_a_little():
 def test_face_info_and_face_crop():
     assert parse_face_info("/x/photo_0120_0080_0040_0050.png") == (120, 80, 40, 50)
     assert parse_face_info("/x/my_cat_photo.png") is None
-    resized, (left, top) = face_crop_window((400, 300), (300, 150, 100, 100), (128, 128), (2.0, 2.0), False, random.Random(0))
+    resized, (left, top) = face_crop_window(
+        (400, 300), (300, 150, 100, 100), (128, 128), (2.0, 2.0), False, random.Random(0)
+    )
     # face made 1/2 of the 128 side: scale 128 / (100 * 2) = 0.64
     assert resized == (256, 192)
     assert (left, top) == (192 - 64, 96 - 64)
@@ -181,3 +185,10 @@ def test_tensor_roundtrip():
     t = to_tensor(img)
     assert t.shape == (3, 4, 4) and float(t.min()) >= -1 and float(t.max()) <= 1
     assert np.array_equal(np.asarray(to_pil(t)), np.asarray(img))
+
+
+def test_jpeg_with_data_after_the_end_marker_is_not_truncated(tmp_path):
+    path = write_image(tmp_path / "motion.jpg", (32, 32))
+    with open(path, "ab") as f:
+        f.write(b"\0" * 4096)  # e.g. a phone's motion-photo video appended after the JPEG
+    assert truncation_problem(path) is None

@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 from dataset_helpers import group_params, write_image
+from PIL import Image
 
 from library.dataset.group import build_dataset_group, make_dataloader
 from library.dataset.latent_cache import cache_path, load_cache_file, read_cache_meta
@@ -33,7 +34,11 @@ def make_group(image_dir, **subset_kw):
     subset_kw.setdefault("caption_extension", ".txt")
     params = group_params(
         SubsetParams(image_dir=str(image_dir), **subset_kw),
-        enable_bucket=True, min_bucket_reso=32, max_bucket_reso=128, bucket_reso_steps=16, batch_size=2,
+        enable_bucket=True,
+        min_bucket_reso=32,
+        max_bucket_reso=128,
+        bucket_reso_steps=16,
+        batch_size=2,
     )
     return build_dataset_group(params, seed=0)
 
@@ -65,7 +70,10 @@ def test_disk_cache_reused_and_invalidated(image_dir, vae, tmp_path):
     group.cache_latents(vae, to_disk=True)
     record = group.records[0]
     path = cache_path(record.path, record.bucket)
-    assert path.name == f"{os.path.splitext(os.path.basename(record.path))[0]}_{record.bucket[0]}x{record.bucket[1]}_ti.npz"
+    assert (
+        path.name
+        == f"{os.path.splitext(os.path.basename(record.path))[0]}_{record.bucket[0]}x{record.bucket[1]}_ti.npz"
+    )
     assert path.is_file() and record.latent_file == str(path) and record.latents is None
     first = {r.path: os.stat(r.latent_file).st_mtime_ns for r in group.records}
     before = group[0]["latents"]
@@ -141,3 +149,22 @@ def test_random_crop_or_color_aug_refuse_caching(image_dir, vae):
         make_group(image_dir, random_crop=True).cache_latents(vae)
     with pytest.raises(UserError, match="color_aug"):
         make_group(image_dir, color_aug=True).cache_latents(vae)
+
+
+def test_masks_are_cached_and_a_changed_mask_invalidates(tmp_path, vae):
+    d, masks = tmp_path / "imgs", tmp_path / "masks"
+    write_image(d / "a.png", (64, 64))
+    (d / "a.txt").write_text("sks")
+    masks.mkdir()
+    Image.new("RGB", (64, 64), (128, 0, 0)).save(masks / "a.png")
+    group = make_group(d, conditioning_data_dir=str(masks))
+    group.cache_latents(vae, to_disk=True)
+    batch = group[0]
+    assert batch["alpha_masks"].shape == (1, 1, 64, 64)
+    assert float(batch["alpha_masks"].mean()) == pytest.approx(128 / 255)
+    stamp = os.stat(group.records[0].latent_file).st_mtime_ns
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(masks / "a.png")
+    again = make_group(d, conditioning_data_dir=str(masks))
+    again.cache_latents(vae, to_disk=True)
+    assert os.stat(again.records[0].latent_file).st_mtime_ns != stamp
+    assert float(again[0]["alpha_masks"].mean()) == pytest.approx(1.0)
