@@ -19,26 +19,31 @@ from library.cli import run_main
 def setup_parser(sdxl: bool = False) -> argparse.ArgumentParser:
     """All flags of the trainer: model, dataset, training (shared with the SDXL script)."""
     from library.dataset.arguments import add_dataset_arguments
-    from library.training.arguments import add_model_arguments, add_training_arguments
+    from library.training.arguments import add_model_arguments, add_textual_inversion_arguments, add_training_arguments
 
     parser = argparse.ArgumentParser(
         prog="sdxl_train_textual_inversion.py" if sdxl else "train_textual_inversion.py",
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_model_arguments(parser, sdxl=sdxl)
+    add_model_arguments(parser)
+    add_textual_inversion_arguments(parser)
     add_dataset_arguments(parser)
-    add_training_arguments(parser, sdxl=sdxl)
+    add_training_arguments(parser)
+    if sdxl:
+        from library.training.arguments import add_sdxl_arguments
+
+        add_sdxl_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None, sdxl: bool = False) -> None:
+    from library.training.arguments import validate_training_args
     from library.training.config_file import parse_args_with_config
     from library.training.loop import train
 
     args = parse_args_with_config(setup_parser(sdxl), argv)
-    if args is None:  # --output_config wrote the file and asked for nothing else
-        return
+    validate_training_args(args)
     train(args, sdxl=sdxl)
 
 

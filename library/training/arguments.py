@@ -227,3 +227,13 @@ def validate_training_args(args: argparse.Namespace) -> None:
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise UserError(f"--{flag} must be at least 1, got {value}")
+
+
+def add_sdxl_arguments(parser: argparse.ArgumentParser) -> None:
+    """SDXL-only flags of sdxl_train_textual_inversion.py."""
+    add = _adder(parser, "SDXL")
+    add("--ti_text_encoders", type=str, default="l,g",
+        help="which text encoders' vectors train: 'l' (CLIP-L 768), 'g' (OpenCLIP bigG 1280) or 'l,g' (both, the default)")
+    add("--cache_text_encoder_outputs", action="store_true",
+        help="accepted for sd-scripts compatibility and refused: TI changes the text encoders' outputs every step")
+    add("--cache_text_encoder_outputs_to_disk", action="store_true", help="refused for the same reason as --cache_text_encoder_outputs")

@@ -23,16 +23,13 @@ def resolve_templates(args: argparse.Namespace) -> list[str] | None:
     """Caption templates: --use_object_template / --use_style_template / --template_file, or None."""
     from library.dataset import templates
 
-    chosen = [flag for flag in ("use_object_template", "use_style_template", "template_file") if getattr(args, flag, None)]
-    if len(chosen) > 1:
-        raise UserError(f"use only one of --{', --'.join(chosen)}")
     if args.use_object_template:
-        return list(templates.OBJECT_TEMPLATES)
+        return templates.builtin_templates("object")
     if args.use_style_template:
-        return list(templates.STYLE_TEMPLATES)
-    if getattr(args, "template_file", None):
+        return templates.builtin_templates("style")
+    if args.template_file:
         return templates.read_template_file(args.template_file)
-    return None
+    return None  # validate_training_args already refused more than one source
 
 
 def build_datasets(args: argparse.Namespace, tokens):

@@ -26,7 +26,9 @@ from library.training.saving import Saver
 from library.training.seeding import step_generator
 from library.training.validation import validate_if_due
 from library.training.family import family_for
+from library.training.loss import snr_table
 from library.training.loss_chart import draw_loss_chart
+from library.training.noise import apply_zero_terminal_snr
 from library.training.run_setup import check_flags, make_accelerator, total_steps, weight_dtype_for
 from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
@@ -105,6 +107,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     # --- optimization: only the new vectors are parameters
     steps_per_epoch, num_epochs, max_steps = total_steps(args, len(dataloader), accelerator.num_processes)
+    group.set_max_train_steps(max_steps)  # --token_warmup_step may be a ratio of the run
+    args._num_epochs = num_epochs
     learning_rate = base_learning_rate(args, accelerator.num_processes)
     optimizer, optimizer_name = build_optimizer_for(args, tokens.parameters(), learning_rate)
     lr_scheduler = build_lr_scheduler_for(args, optimizer, max_steps)
@@ -133,13 +137,16 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
     saver = Saver(args, models, tokens, hasher, accelerator)
     settings = StepSettings.from_args(args, models)
+    if args.zero_terminal_snr:
+        apply_zero_terminal_snr(models.noise_scheduler)
+    snr = snr_table(models.noise_scheduler).to(device)
     sampler = Sampler(args, models, tokens, accelerator)
 
     losses: list[float] = []
     global_step = progress.global_step
     bar = tqdm(total=max_steps, initial=global_step, smoothing=0, disable=not is_main, desc="steps")
     if args.sample_at_first and global_step == 0:
-        sampler.sample(step=0, epoch=0)
+        sampler.sample(step=0)
 
     optimizer_train_mode(optimizer)
     for module in text_encoders:
@@ -156,12 +163,16 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 group.set_step(global_step)
                 with accelerator.accumulate(*text_encoders):
                     generator = step_generator(seed, global_step, accelerator.process_index)
-                    loss = training_step(batch, models, family, text_encoders, settings, generator, accelerator)
+                    loss = training_step(batch, models, family, text_encoders, settings, generator, accelerator, snr)
                     loss_value = loss.detach().item()
+                    if not math.isfinite(loss_value) and args.skip_nan:
+                        logger.warning("step %d: loss is %s; skipped this batch (--skip_nan)", global_step + 1, loss_value)
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
                     if not math.isfinite(loss_value):
                         raise NonFiniteLoss(
                             f"the loss became {loss_value} at step {global_step + 1}; stopped and kept the last good vectors. "
-                            "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, or add --no_half_vae"
+                            "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, add --no_half_vae, or pass --skip_nan"
                         )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.max_grad_norm:
@@ -179,8 +190,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     accelerator.log({f"{args.log_prefix or ''}loss/current": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
                 progress.global_step, progress.epoch, progress.batches_in_epoch = global_step, epoch, batches_done
                 saver.after_step(progress, optimizer, lr_scheduler)
-                sampler.after_step(global_step, epoch + 1)
-                validate_if_due(args, val_group, global_step, models, family, text_encoders, settings, accelerator, seed)
+                sampler.after_step(global_step)
+                validate_if_due(args, val_group, global_step, models, family, text_encoders, settings, accelerator, seed, snr)
                 if global_step >= max_steps:
                     break
             progress.epoch, progress.batches_in_epoch = epoch + 1, 0

@@ -13,7 +13,7 @@ __all__ = ["base_learning_rate", "build_optimizer_for", "build_lr_scheduler_for"
 def base_learning_rate(args: argparse.Namespace, num_processes: int) -> float:
     """The optimizer's initial LR: a plain number, or the first value of A1111's piecewise schedule."""
     lr = parse_learning_rate(args.learning_rate)
-    base = lr if isinstance(lr, float) else lr.initial
+    base = lr if isinstance(lr, float) else lr.initial_rate
     if args.scale_lr:
         base = scale_learning_rate(base, args.gradient_accumulation_steps, args.train_batch_size, num_processes)
     return base
@@ -34,4 +34,7 @@ def build_lr_scheduler_for(args: argparse.Namespace, optimizer, max_steps: int):
         scheduler_type=args.lr_scheduler_type,
         scheduler_args=args.lr_scheduler_args or [],
         learning_rate=args.learning_rate,
+        num_decay_steps=getattr(args, "lr_decay_steps", 0) or 0,
+        timescale=getattr(args, "lr_scheduler_timescale", None),
+        min_lr_ratio=getattr(args, "lr_scheduler_min_lr_ratio", None),
     )

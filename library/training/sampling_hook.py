@@ -25,17 +25,18 @@ class Sampler:
 
             self.specs = parse_prompt_file(args.sample_prompts, strict=False)
 
-    def after_step(self, step: int, epoch: int) -> None:
+    def after_step(self, step: int) -> None:
         every = self.args.sample_every_n_steps
         if every and step % every == 0:
-            self.sample(step, epoch)
+            self.sample(step)
 
     def after_epoch(self, step: int, epoch: int) -> None:
         every = self.args.sample_every_n_epochs
         if every and epoch % every == 0:
-            self.sample(step, epoch)
+            self.sample(step, epoch=epoch)
 
-    def sample(self, step: int, epoch: int) -> list[Path]:
+    def sample(self, step: int, epoch: int | None = None) -> list[Path]:
+        """Images for every prompt; `epoch` names the files by epoch (sd-scripts does so at an epoch's end)."""
         if not self.specs:
             return []
         self.accelerator.wait_for_everyone()
@@ -46,26 +47,24 @@ class Sampler:
         rewrite = self.tokens.caption_rewriter()
         unet_mode, vae_device = self.models.unet.training, self.models.vae.device
         self.models.unet.eval()
-        self.models.vae.to(self.accelerator.device)
         try:
             with torch.no_grad(), self.accelerator.autocast():
                 paths = sample_images(
                     self.models,
                     self.specs,
-                    output_dir=Path(self.args.output_dir or ".") / "sample",
-                    name=self.args.output_name or "",
-                    step=step,
+                    Path(self.args.output_dir or ".") / "sample",
+                    self.args.output_name,
+                    step,
                     epoch=epoch,
                     sampler=self.args.sample_sampler,
-                    prompt_rewrite=rewrite,
-                    device=self.accelerator.device,
-                    clip_skip=self.args.clip_skip,
-                    max_token_length=self.args.max_token_length,
                     seed=self.args.seed,
+                    prompt_rewrite=rewrite,
+                    clip_skip=self.args.clip_skip,
+                    max_embeddings_multiples=max(1, (self.args.max_token_length or 75) // 75),
+                    device=self.accelerator.device,
                 )
         finally:
             self.models.unet.train(unet_mode)
-            if self.args.cache_latents or self.args.cache_latents_to_disk:
-                self.models.vae.to(vae_device)
+            self.models.vae.to(vae_device)  # sampling moved it to the device; a cached run keeps it off
         logger.info("wrote %d sample image(s) at step %d", len(paths), step)
         return paths

@@ -24,11 +24,12 @@ class StepSettings:
     multires_noise_discount: float
     ip_noise_gamma: float | None
     ip_noise_gamma_random_strength: bool
-    min_timestep: int
-    max_timestep: int
+    min_timestep: int | None
+    max_timestep: int | None
     loss_type: str
     huber_schedule: str
     huber_c: float
+    huber_scale: float
     min_snr_gamma: float | None
     scale_v_pred_loss_like_noise_pred: bool
     v_pred_like_loss: float | None
@@ -50,11 +51,12 @@ class StepSettings:
             multires_noise_discount=args.multires_noise_discount,
             ip_noise_gamma=args.ip_noise_gamma,
             ip_noise_gamma_random_strength=args.ip_noise_gamma_random_strength,
-            min_timestep=args.min_timestep if args.min_timestep is not None else 0,
-            max_timestep=args.max_timestep if args.max_timestep is not None else models.noise_scheduler.config.num_train_timesteps,
+            min_timestep=args.min_timestep,
+            max_timestep=args.max_timestep,
             loss_type=args.loss_type,
             huber_schedule=args.huber_schedule,
             huber_c=args.huber_c,
+            huber_scale=getattr(args, "huber_scale", 1.0),
             min_snr_gamma=args.min_snr_gamma,
             scale_v_pred_loss_like_noise_pred=args.scale_v_pred_loss_like_noise_pred,
             v_pred_like_loss=args.v_pred_like_loss,
@@ -73,8 +75,8 @@ def encode_images(vae, images: torch.Tensor, scale: float, shift: float) -> torc
     return (latents.float() - shift) * scale
 
 
-def training_step(batch: dict, models, family, text_encoders, s: StepSettings, generator: torch.Generator, accelerator) -> torch.Tensor:
-    """Mean loss of one batch; gradients reach only the new token vectors."""
+def training_step(batch: dict, models, family, text_encoders, s: StepSettings, generator: torch.Generator, accelerator, snr: torch.Tensor) -> torch.Tensor:
+    """Mean loss of one batch; gradients reach only the new token vectors. `snr` is loss.snr_table(scheduler) on the device."""
     device = accelerator.device
     latents = batch["latents"]
     if latents is None:
@@ -91,7 +93,13 @@ def training_step(batch: dict, models, family, text_encoders, s: StepSettings, g
         multires_noise_discount=s.multires_noise_discount,
         generator=generator,
     )
-    timesteps = noise_fns.sample_timesteps(latents.shape[0], min_timestep=s.min_timestep, max_timestep=s.max_timestep, generator=generator).to(device)
+    timesteps = noise_fns.sample_timesteps(
+        latents.shape[0],
+        min_timestep=s.min_timestep,
+        max_timestep=s.max_timestep,
+        num_train_timesteps=scheduler.config.num_train_timesteps,
+        generator=generator,
+    ).to(device)
     noisy = noise_fns.add_noise(
         scheduler, latents, noise, timesteps, ip_noise_gamma=s.ip_noise_gamma, ip_noise_gamma_random_strength=s.ip_noise_gamma_random_strength, generator=generator
     )
@@ -102,24 +110,24 @@ def training_step(batch: dict, models, family, text_encoders, s: StepSettings, g
         conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(unet_dtype)
         prediction = models.unet(noisy.to(unet_dtype), timesteps, **conditioning).sample
 
-    target = loss_fns.target_for(scheduler, latents, noise, timesteps, v_parameterization=s.v_parameterization)
+    target = loss_fns.target_for(scheduler, latents, noise, timesteps, prediction_type="v_prediction" if s.v_parameterization else "epsilon")
     per_sample = loss_fns.compute_loss(
         prediction.float(),
         target,
         loss_type=s.loss_type,
         huber_c=s.huber_c,
         huber_schedule=s.huber_schedule,
+        huber_scale=s.huber_scale,
         timesteps=timesteps,
         scheduler=scheduler,
         mask=batch.get("alpha_masks") if s.masked_loss else None,
     )
     per_sample = per_sample * batch["loss_weights"].to(device)
-    per_sample = loss_fns.apply_loss_weighting(
-        per_sample,
+    per_sample = per_sample * loss_fns.loss_weights(
         timesteps,
-        scheduler,
+        snr,
+        v_prediction=s.v_parameterization,
         min_snr_gamma=s.min_snr_gamma,
-        v_parameterization=s.v_parameterization,
         scale_v_pred_loss_like_noise_pred=s.scale_v_pred_loss_like_noise_pred,
         v_pred_like_loss=s.v_pred_like_loss,
         debiased_estimation_loss=s.debiased_estimation_loss,
