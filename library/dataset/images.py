@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 _COMMON_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif"}
 # Pillow opens these but they are documents or containers, not training images.
 _NOT_TRAINING_IMAGES = {".pdf", ".eps", ".ps", ".h5", ".hdf", ".fits", ".fit", ".grib", ".bufr", ".wmf", ".emf"}
+_NOT_TRAINING_IMAGES |= {".mpg", ".mpeg"}  # video
 
 
 def _pillow_extensions() -> frozenset[str]:
