@@ -97,15 +97,12 @@ def read_text_file(path: str | Path) -> str:
 
 
 def caption_from_text(text: str, enable_wildcard: bool) -> Optional[str]:
-    """The caption a caption file holds: its first line, or with wildcards all non-empty lines (one is picked later).
-
-    Returns None for an empty file.
-    """
-    lines = [line.strip() for line in text.splitlines()]
-    if enable_wildcard:
-        lines = [line for line in lines if line]
-        return "\n".join(lines) if lines else None
-    return lines[0] if lines and lines[0] else None
+    """The caption a caption file holds: its first non-empty line, or with wildcards all non-empty lines (one is
+    picked per sample). Returns None for a file with no text."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    return "\n".join(lines) if enable_wildcard else lines[0]
 
 
 def caption_file_candidates(image_path: str | Path, extension: str) -> list[Path]:

@@ -456,10 +456,15 @@ def build_dataset_group(
         where = f"dataset {d}"
         check_dataset_params(dataset, where, report)
         face_crop = not dataset.enable_bucket
-        records = []
+        records, seen = [], set()
         for s, subset in enumerate(dataset.subsets):
             if subset.num_repeats < 1:
                 continue
+            source = subset.metadata_file or subset.image_dir
+            if source in seen:  # sd-scripts: a repeated subset is ignored, the first one is used
+                report.warn(f"{where}, subset {s}: {source} is already a subset of this dataset; ignored")
+                continue
+            seen.add(source)
             records += scan_subset(subset, s, f"{where}, subset {s}", report, face_crop=face_crop)
         scanned.append(records)
     _check_sizes(params, scanned, report)

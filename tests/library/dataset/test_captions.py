@@ -140,6 +140,7 @@ def test_caption_file_encodings(tmp_path, caplog):
 
 def test_caption_from_text():
     assert caption_from_text("first\nsecond\n", enable_wildcard=False) == "first"
+    assert caption_from_text("\n  first \nsecond", enable_wildcard=False) == "first"
     assert caption_from_text("first\n\n  second  \n", enable_wildcard=True) == "first\nsecond"
     assert caption_from_text("", enable_wildcard=False) is None
     assert caption_from_text("\n\n", enable_wildcard=True) is None

@@ -320,3 +320,9 @@ def test_dataset_prior_loss_weight_wins(tmp_path, image_dir):
     group = build_dataset_group(params, prior_loss_weight=1.0)
     weights = {float(group[i]["loss_weights"][0]) for i in range(len(group))}
     assert weights == {1.0, 0.5}
+
+
+def test_duplicate_subset_is_ignored_with_a_warning(image_dir, caplog):
+    subset = SubsetParams(image_dir=str(image_dir), caption_extension=".txt")
+    group = build_dataset_group(group_params(subset, SubsetParams(image_dir=str(image_dir), num_repeats=3)))
+    assert group.num_train_images == 4 and "already a subset" in caplog.text
