@@ -26,7 +26,7 @@ from library.dataset.images import ImageTransform, load_image, load_mask, prepar
 from library.dataset.params import DatasetGroupParams, DatasetParams
 from library.dataset.scan import ImageRecord, scan_subset
 from library.dataset.templates import apply_templates
-from library.dataset.validation import Report, check_dataset_params
+from library.dataset.validation import Report, check_dataset_params, check_image_sizes
 
 # token warmup is over at any real step below this; used to show full captions outside training
 _AFTER_WARMUP = 1 << 62
@@ -151,7 +151,6 @@ class DatasetGroup(Dataset):
         self._step = multiprocessing.RawValue("q", 0)
         self._max_train_steps = multiprocessing.RawValue("q", 0)
         self._plan: Optional[tuple[int, list[tuple[int, list[int]]]]] = None
-        self._index = [(p, i) for p in range(len(parts)) for i in range(len(parts[p].records))]
 
     # ---- state set by the training loop
 
@@ -467,7 +466,7 @@ def build_dataset_group(
             seen.add(source)
             records += scan_subset(subset, s, f"{where}, subset {s}", report, face_crop=face_crop)
         scanned.append(records)
-    _check_sizes(params, scanned, report)
+    check_image_sizes(params.datasets, scanned, report)
     if params.datasets and not any(r for records in scanned for r in records if not r.is_reg) and not report.errors:
         report.error("no training images found in any subset")
     report.raise_if_errors(params.source, skip_bad_images)
@@ -481,28 +480,3 @@ def build_dataset_group(
         token_string=token_string,
         prior_loss_weight=prior_loss_weight,
     )
-
-
-def _check_sizes(params: DatasetGroupParams, scanned: list[list[ImageRecord]], report: Report) -> None:
-    """Images too small for their dataset: an error where no bucket can hold them, else a warning (upscaled)."""
-    for d, (dataset, records) in enumerate(zip(params.datasets, scanned)):
-        if dataset.resolution is None:
-            continue
-        if dataset.enable_bucket and dataset.bucket_no_upscale:
-            steps = dataset.bucket_reso_steps
-            tiny = [f"{r.path} ({r.size[0]}x{r.size[1]})" for r in records if min(r.size) < steps]
-            if tiny:
-                report.error(
-                    f"dataset {d}: with bucket_no_upscale, images must be at least bucket_reso_steps ({steps}) "
-                    f"pixels on each side; {len(tiny)} are smaller: " + "; ".join(tiny[:20])
-                )
-            continue
-        if dataset.enable_bucket:
-            limit = dataset.min_bucket_reso
-            small = [f"{r.path} ({r.size[0]}x{r.size[1]})" for r in records if min(r.size) < limit]
-            what = f"min_bucket_reso ({limit}) on their short side"
-        else:
-            w, h = dataset.resolution
-            small = [f"{r.path} ({r.size[0]}x{r.size[1]})" for r in records if r.size[0] < w or r.size[1] < h]
-            what = f"the resolution ({w}x{h})"
-        report.warn_list(f"dataset {d}: images smaller than {what}; they are upscaled, which softens them", small)

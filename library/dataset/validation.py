@@ -115,3 +115,28 @@ def check_dataset_params(dataset, where: str, report: Report) -> None:
             report.warn(
                 f"{where}, subset {i} ({subset.image_dir}): num_repeats {subset.num_repeats} < 1; subset ignored"
             )
+
+
+def check_image_sizes(datasets, scanned: list[list], report: Report) -> None:
+    """Images too small for their dataset: an error where no bucket can hold them, else a warning (upscaled)."""
+    for d, (dataset, records) in enumerate(zip(datasets, scanned)):
+        if dataset.resolution is None:
+            continue
+        if dataset.enable_bucket and dataset.bucket_no_upscale:
+            steps = dataset.bucket_reso_steps
+            tiny = [f"{r.path} ({r.size[0]}x{r.size[1]})" for r in records if min(r.size) < steps]
+            if tiny:
+                report.error(
+                    f"dataset {d}: with bucket_no_upscale, images must be at least bucket_reso_steps ({steps}) "
+                    f"pixels on each side; {len(tiny)} are smaller: " + "; ".join(tiny[:20])
+                )
+            continue
+        if dataset.enable_bucket:
+            limit = dataset.min_bucket_reso
+            small = [f"{r.path} ({r.size[0]}x{r.size[1]})" for r in records if min(r.size) < limit]
+            what = f"min_bucket_reso ({limit}) on their short side"
+        else:
+            w, h = dataset.resolution
+            small = [f"{r.path} ({r.size[0]}x{r.size[1]})" for r in records if r.size[0] < w or r.size[1] < h]
+            what = f"the resolution ({w}x{h})"
+        report.warn_list(f"dataset {d}: images smaller than {what}; they are upscaled, which softens them", small)
