@@ -77,8 +77,11 @@ def check_dataset_params(dataset, where: str, report: Report) -> None:
         report.error(f"{where}: no resolution; set `resolution` in the dataset config or pass --resolution")
         return
     w, h = dataset.resolution
-    if w <= 0 or h <= 0 or w % 8 or h % 8:
-        report.error(f"{where}: resolution {w}x{h} must be positive multiples of 8 (the VAE downsamples by 8)")
+    if w <= 0 or h <= 0:
+        report.error(f"{where}: resolution {w}x{h} must be positive")
+    elif not dataset.enable_bucket and (w % 8 or h % 8):
+        # with buckets the resolution only sets the area; without, it is the training size
+        report.error(f"{where}: resolution {w}x{h} must be multiples of 8 without buckets (the VAE downsamples by 8)")
     if dataset.batch_size < 1:
         report.error(f"{where}: batch_size must be at least 1, got {dataset.batch_size}")
     if dataset.enable_bucket:

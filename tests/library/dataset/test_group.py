@@ -326,3 +326,10 @@ def test_duplicate_subset_is_ignored_with_a_warning(image_dir, caplog):
     subset = SubsetParams(image_dir=str(image_dir), caption_extension=".txt")
     group = build_dataset_group(group_params(subset, SubsetParams(image_dir=str(image_dir), num_repeats=3)))
     assert group.num_train_images == 4 and "already a subset" in caplog.text
+
+
+def test_resolution_not_a_multiple_of_8_only_matters_without_buckets(image_dir):
+    group = build_dataset_group(bucketed(SubsetParams(image_dir=str(image_dir)), resolution=(60, 60)))
+    assert all(w % 16 == 0 and h % 16 == 0 for w, h in group.parts[0].buckets)
+    with pytest.raises(UserError, match="multiples of 8"):
+        build_dataset_group(group_params(SubsetParams(image_dir=str(image_dir)), resolution=(60, 60)))
