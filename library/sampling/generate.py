@@ -397,8 +397,7 @@ class ImageRenderer:
         if self.init_images:
             kwargs["image"] = [_fit(self.init_images[j.index % len(self.init_images)], j.width, j.height) for j in batch]
             kwargs["strength"] = first.strength
-            if next(model.vae.parameters()).dtype != unet_dtype:
-                bridge = _vae_dtype_bridge(model.vae)
+            bridge = _vae_dtype_bridge(model.vae)  # the pipelines encode the image with the VAE
         if self.mask_images:
             kwargs["mask_image"] = [_fit(self.mask_images[j.index % len(self.mask_images)], j.width, j.height, "L") for j in batch]
         with guidance, bridge:

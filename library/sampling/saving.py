@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from library import __version__
+from library.atomic import atomic_path
 from library.sampling.generate import (
     GenerationDefaults,
     ImageJob,
@@ -94,8 +95,9 @@ def image_parameters(job: ImageJob, *, family: str, model_name: str = "", clip_s
 
 
 def save_png(image: Image.Image, path: Path, parameters: str, extra: dict[str, str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, pnginfo=make_pnginfo(parameters, extra))
+    """Write the PNG with its metadata; it appears under its name complete or not at all."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=make_pnginfo(parameters, extra))
     return path
 
 
