@@ -139,11 +139,20 @@ def _from_pretrained(cls, subfolder: str | None, *, source: str, local_only: boo
     variant = _weights_variant(Path(source) / (subfolder or "")) if local_only else None
     if variant:
         kwargs["variant"] = variant
+    is_transformers = cls in (CLIPTextModel, CLIPTextModelWithProjection)
+    if is_transformers:
+        kwargs["output_loading_info"] = True  # transformers would silently initialise missing weights
+    what = f"its {subfolder}" if subfolder else "the model"
     try:
         model = cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
-        what = f"its {subfolder}" if subfolder else "the model"
         raise UserError(f"{where}: cannot load {what} ({_short(err)})") from err
+    if is_transformers:
+        model, info = model
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise UserError(f"{where}: {what} lacks {len(missing)} weights (e.g. {missing[0]}); "
+                            "the files are incomplete or not a CLIP text encoder")
     _check_complete(model, subfolder or cls.__name__, where)
     return model
 

@@ -240,3 +240,15 @@ def test_hub_id_offline_says_what_to_pass(monkeypatch):
     message = str(err.value)
     assert "\n" not in message
     assert "offline" in message and "diffusers model directory" in message and ".safetensors/.ckpt" in message
+
+
+def test_diffusers_dir_with_incomplete_text_encoder(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    model_dir = tmp_path / "incomplete"
+    shutil.copytree(tiny_model_dir("sd1"), model_dir)
+    weights = model_dir / "text_encoder" / "model.safetensors"
+    state = {k: v for k, v in load_file(str(weights)).items() if "final_layer_norm" not in k}
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="its text_encoder lacks 2 weights"):
+        load_models(str(model_dir))
