@@ -98,8 +98,9 @@ def validate(args: argparse.Namespace) -> None:
                                         ("--interactive", args.interactive)) if given]
     if len(sources) > 1:
         raise UserError(f"give only one of {', '.join(sources)}")
-    if not sources:
-        raise UserError("nothing to generate: give --prompt TEXT, --from_file FILE or --interactive")
+    if not sources and not args.image_path:
+        raise UserError("nothing to generate: give --prompt TEXT, --from_file FILE or --interactive "
+                        "(or --image_path with images that carry their prompt in their metadata)")
     if sum([args.sdxl, args.v1, args.v2]) > 1:
         raise UserError("give at most one of --sdxl, --v1, --v2")
     if args.fp16 and args.bf16:
@@ -166,7 +167,7 @@ def load_model(args: argparse.Namespace, dtype):
 
 
 def load_images(path: str, flag: str) -> list:
-    """One image, or every image of a folder in name order."""
+    """One image, or every image of a folder in name order (RGB; their PNG text chunks kept in `.info`)."""
     from PIL import Image
 
     source = Path(path)
@@ -182,10 +183,37 @@ def load_images(path: str, flag: str) -> list:
     for file in files:
         try:
             with Image.open(file) as image:
-                images.append(image.convert("RGB"))
+                rgb = image.convert("RGB")
+                rgb.info.update(getattr(image, "text", {}) or {})
+                rgb.filename = str(file)
+                images.append(rgb)
         except OSError as err:
             raise UserError(f"{flag}: cannot read image {file}: {err}") from None
     return images
+
+
+def prompts_from_images(init_images: list, mask_images: list, images_per_prompt: int):
+    """sd-scripts' img2img without a prompt: each image's own prompt from its metadata, one prompt per image.
+
+    The images (and masks) are repeated `images_per_prompt` times so that image i goes with prompt i.
+    """
+    from library.sampling.png_info import PARAMETERS_KEY, parse_parameters
+    from library.sampling.prompt_options import PromptSpec
+
+    specs = []
+    for image in init_images:
+        info = image.info
+        if "prompt" in info:  # sd-scripts' own keys
+            prompt, negative = info["prompt"], info.get("negative-prompt")
+        elif PARAMETERS_KEY in info:  # AUTOMATIC1111's
+            parsed = parse_parameters(info[PARAMETERS_KEY])
+            prompt, negative = parsed["prompt"], parsed["negative_prompt"] or None
+        else:
+            raise UserError(f"--image_path: {image.filename} has no prompt in its metadata; "
+                            "give --prompt or --from_file")
+        specs.append(PromptSpec(prompt, negative, source="--image_path metadata"))
+    repeat = lambda images: [im for im in images for _ in range(images_per_prompt)]  # noqa: E731
+    return specs, repeat(init_images), repeat(mask_images)
 
 
 def set_attention(unet, vae, args: argparse.Namespace) -> None:
@@ -270,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
         specs = [parse_prompt_line(args.prompt, source="--prompt", strict=True)]
     init_images = load_images(args.image_path, "--image_path") if args.image_path else []
     mask_images = load_images(args.mask_path, "--mask_path") if args.mask_path else []
+    if init_images and not specs and not args.interactive:
+        specs, init_images, mask_images = prompts_from_images(init_images, mask_images, args.images_per_prompt)
 
     model = load_model(args, dtype)
     generate(args, model, specs, init_images, mask_images, device)

@@ -108,6 +108,24 @@ def test_img2img_and_inpainting(tiny_model_dir, tmp_path):
     assert parse_parameters(read_png_text(first)["parameters"])["Denoising strength"] == "0.5"
 
 
+def test_img2img_without_prompt_takes_each_images_prompt_from_its_metadata(tiny_model_dir, tmp_path):
+    sources = tmp_path / "sources"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cube --n blurry --d 1\na blue ball --d 2\n", encoding="utf-8")
+    assert run("--ckpt", tiny_model_dir("sd1"), "--from_file", prompts, "--outdir", sources, *SMALL) == 0
+    out = tmp_path / "out"
+    assert run("--ckpt", tiny_model_dir("sd1"), "--image_path", sources, "--images_per_prompt", "2",
+               "--strength", "0.5", "--steps", "2", "--sequential_file_name", "--outdir", out) == 0
+    got = [(read_png_text(p)["prompt"], read_png_text(p).get("negative-prompt")) for p in images(out)]
+    assert got == [("a red cube", "blurry")] * 2 + [("a blue ball", None)] * 2
+
+
+def test_img2img_without_prompt_or_metadata_is_an_error(tiny_model_dir, tmp_path, capsys):
+    Image.new("RGB", (64, 64)).save(tmp_path / "plain.png")
+    err = error_of(capsys, "--ckpt", tiny_model_dir("sd1"), "--image_path", tmp_path / "plain.png")
+    assert "plain.png has no prompt in its metadata" in err
+
+
 @pytest.mark.slow
 def test_interactive_reads_prompts_from_a_pipe(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
