@@ -316,7 +316,8 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
     shift = getattr(vae.config, "shift_factor", None)
     if shift:
         latents = latents + shift
-    image = vae.decode(latents, return_dict=False)[0]
+    # one image at a time: decoding is where large images peak in memory
+    image = torch.cat([vae.decode(one, return_dict=False)[0] for one in latents.split(1)])
     if not torch.isfinite(image).all():
         logger.warning("the VAE produced NaN/inf pixels (common for SDXL's VAE in fp16); try --no_half_vae")
     scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
