@@ -45,15 +45,21 @@ def join_chunks(hidden: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([hidden[:, 0, :1], body, hidden[:, -1, -1:]], dim=1)
 
 
+def _unwrapped(module: nn.Module) -> nn.Module:
+    # DistributedDataParallel (multi-GPU) keeps the model in .module; attributes are read from the model itself
+    return getattr(module, "module", module)
+
+
 def _clip_text_model(text_encoder: nn.Module) -> nn.Module:
     # CLIPTextModelWithProjection wraps a CLIPTextModel in .text_model; CLIPTextModel is the text model itself
+    text_encoder = _unwrapped(text_encoder)
     return getattr(text_encoder, "text_model", text_encoder)
 
 
 def encode_sd(text_encoder: nn.Module, chunk_ids: torch.Tensor, clip_skip: int | None = None) -> torch.Tensor:
     """SD 1.x/2.x conditioning: last hidden state, or with clip_skip N the N-th from last through the final norm."""
     batch = chunk_ids.shape[0]
-    flat = chunk_ids.reshape(-1, chunk_ids.shape[-1]).to(text_encoder.device)
+    flat = chunk_ids.reshape(-1, chunk_ids.shape[-1]).to(_unwrapped(text_encoder).device)
     if clip_skip is None or clip_skip <= 1:
         hidden = text_encoder(flat).last_hidden_state
     else:
@@ -77,14 +83,14 @@ def encode_sdxl(
     te1, te2 = text_encoders
     ids1, ids2 = chunk_ids
     batch = ids1.shape[0]
-    flat1 = ids1.reshape(-1, ids1.shape[-1]).to(te1.device)
-    flat2 = ids2.reshape(-1, ids2.shape[-1]).to(te2.device)
+    flat1 = ids1.reshape(-1, ids1.shape[-1]).to(_unwrapped(te1).device)
+    flat2 = ids2.reshape(-1, ids2.shape[-1]).to(_unwrapped(te2).device)
     hidden1 = te1(flat1, output_hidden_states=True).hidden_states[-2]
     out2 = te2(flat2, output_hidden_states=True)
     hidden2 = out2.hidden_states[-2]
     final = _clip_text_model(te2).final_layer_norm(out2.hidden_states[-1])
     rows = torch.arange(final.shape[0], device=final.device)
-    pooled = te2.text_projection(final[rows, first_eos_positions(flat2, eos_token_id)])
+    pooled = _unwrapped(te2).text_projection(final[rows, first_eos_positions(flat2, eos_token_id)])
     pooled = pooled.reshape(batch, -1, pooled.shape[-1])[:, 0]
     hidden = torch.cat([join_chunks(hidden1, batch), join_chunks(hidden2, batch).to(hidden1.dtype)], dim=-1)
     return hidden, pooled

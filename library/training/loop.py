@@ -23,7 +23,7 @@ from library.training.checkpoints import ModelHasher
 from library.training.optimization import base_learning_rate, build_lr_scheduler_for, build_optimizer_for, optimizer_train_mode
 from library.training.sampling_hook import Sampler
 from library.training.saving import Saver
-from library.training.seeding import step_generator
+from library.training.seeding import sample_generators
 from library.training.validation import validate_if_due
 from library.training.family import family_for
 from library.training.loss import snr_table
@@ -44,9 +44,13 @@ class NonFiniteLoss(UserError):
 
 @dataclass
 class TrainResult:
+    """What a run produced; `models` and `tokens` are the in-memory objects (for callers and tests)."""
+
     output_file: Path | None
     global_step: int
     losses: list[float] = field(default_factory=list)
+    models: object = None
+    tokens: object = None
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -87,7 +91,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     data_setup.check_token_in_captions(group, args.token_string, templates_used=bool(templates))
     if args.debug_dataset:
         data_setup.debug_dataset(args, group, models.tokenizers)
-        return TrainResult(None, 0)
+        return TrainResult(None, 0, models=models, tokens=tokens)
     device = accelerator.device
     models.vae.to(device)
     if args.cache_latents or args.cache_latents_to_disk:
@@ -154,16 +158,19 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     models.unet.train(args.gradient_checkpointing)
     try:
         for epoch in range(progress.epoch, num_epochs):
-            group.set_epoch(epoch)
             skip = progress.batches_in_epoch if epoch == progress.epoch else 0
             loader = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+            # accelerate's loaders pass their own iteration count to dataset.set_epoch when iterated; set it to
+            # the real epoch so the (seed, epoch) data order survives resuming
+            loader.set_epoch(epoch)
             batches_done = skip
             for batch in loader:
+                micro_step = batches_done % args.gradient_accumulation_steps
                 batches_done += 1
                 group.set_step(global_step)
                 with accelerator.accumulate(*text_encoders):
-                    generator = step_generator(seed, global_step, accelerator.process_index)
-                    loss = training_step(batch, models, family, text_encoders, settings, generator, accelerator, snr)
+                    generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
+                    loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
                     loss_value = loss.detach().item()
                     if not math.isfinite(loss_value) and args.skip_nan:
                         logger.warning("step %d: loss is %s; skipped this batch (--skip_nan)", global_step + 1, loss_value)
@@ -217,7 +224,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
     accelerator.end_training()
-    return TrainResult(final, global_step, losses)
+    return TrainResult(final, global_step, losses, models, tokens)
 
 
 def check_resume_matches(path: str, progress: Progress, tokens) -> None:

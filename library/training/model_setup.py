@@ -17,11 +17,17 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
     """Load the base model named by the flags; the SD script refuses SDXL models and vice versa."""
     from library.models.loading import load_models
 
+    from library.training.run_setup import weight_dtype_for
+
+    # frozen weights load straight into the mixed-precision dtype: no full fp32 copy in memory first
+    # (--no_half_vae keeps an fp32 load so the VAE is not rounded through the half dtype)
+    dtype = torch.float32 if args.no_half_vae else weight_dtype_for(args)
     models = load_models(
         args.pretrained_model_name_or_path,
+        dtype=dtype,
         v2=args.v2 or None,
         v_parameterization=args.v_parameterization or None,
-        sdxl=True if sdxl else None,
+        sdxl=sdxl,  # False refuses an SDXL file from its keys, before loading weights
         vae=args.vae,
         tokenizer_cache_dir=args.tokenizer_cache_dir,
     )

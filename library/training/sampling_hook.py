@@ -60,7 +60,7 @@ class Sampler:
                     seed=self.args.seed,
                     prompt_rewrite=rewrite,
                     clip_skip=self.args.clip_skip,
-                    max_embeddings_multiples=max(1, (self.args.max_token_length or 75) // 75),
+                    max_embeddings_multiples=max(3, (self.args.max_token_length or 75) // 75),  # sd-scripts samples with up to 225 tokens
                     device=self.accelerator.device,
                 )
         finally:

@@ -68,41 +68,50 @@ class StepSettings:
         )
 
 
-def encode_images(vae, images: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
-    """Latents for a batch that was not cached (the VAE is frozen: no graph)."""
+def encode_images(vae, images: torch.Tensor, scale: float, shift: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """Latents for a batch that was not cached (the VAE is frozen: no graph).
+
+    The posterior is sampled with each sample's own generator, not the global RNG, so resumed runs match.
+    """
     with torch.no_grad():
-        latents = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.sample()
-    return (latents.float() - shift) * scale
+        dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
+    mean, std = dist.mean.float(), dist.std.float()
+    eps = torch.cat([torch.randn(mean.shape[1:], generator=g).unsqueeze(0) for g in generators]).to(mean.device)
+    return (mean + std * eps - shift) * scale
 
 
-def training_step(batch: dict, models, family, text_encoders, s: StepSettings, generator: torch.Generator, accelerator, snr: torch.Tensor) -> torch.Tensor:
+def training_step(batch: dict, models, family, text_encoders, s: StepSettings, generators: list[torch.Generator], accelerator, snr: torch.Tensor) -> torch.Tensor:
     """Mean loss of one batch; gradients reach only the new token vectors. `snr` is loss.snr_table(scheduler) on the device."""
     device = accelerator.device
     latents = batch["latents"]
     if latents is None:
-        latents = encode_images(models.vae, batch["images"], s.vae_scale, s.vae_shift)
+        latents = encode_images(models.vae, batch["images"], s.vae_scale, s.vae_shift, generators)
     latents = latents.to(device, torch.float32)
     scheduler = models.noise_scheduler
 
-    noise = noise_fns.sample_noise(
-        latents,
-        noise_offset=s.noise_offset,
-        noise_offset_random_strength=s.noise_offset_random_strength,
-        adaptive_noise_scale=s.adaptive_noise_scale,
-        multires_noise_iterations=s.multires_noise_iterations,
-        multires_noise_discount=s.multires_noise_discount,
-        generator=generator,
-    )
-    timesteps = noise_fns.sample_timesteps(
-        latents.shape[0],
-        min_timestep=s.min_timestep,
-        max_timestep=s.max_timestep,
-        num_train_timesteps=scheduler.config.num_train_timesteps,
-        generator=generator,
-    ).to(device)
-    noisy = noise_fns.add_noise(
-        scheduler, latents, noise, timesteps, ip_noise_gamma=s.ip_noise_gamma, ip_noise_gamma_random_strength=s.ip_noise_gamma_random_strength, generator=generator
-    )
+    # one generator per sample, seeded by its global position: the noise does not depend on how a global
+    # batch is split across processes or accumulation steps, nor on anything drawn before (exact resume)
+    noise, timesteps, noisy = [], [], []
+    for index, generator in enumerate(generators):
+        one = latents[index : index + 1]
+        n = noise_fns.sample_noise(
+            one,
+            noise_offset=s.noise_offset,
+            noise_offset_random_strength=s.noise_offset_random_strength,
+            adaptive_noise_scale=s.adaptive_noise_scale,
+            multires_noise_iterations=s.multires_noise_iterations,
+            multires_noise_discount=s.multires_noise_discount,
+            generator=generator,
+        )
+        t = noise_fns.sample_timesteps(
+            1, min_timestep=s.min_timestep, max_timestep=s.max_timestep, num_train_timesteps=scheduler.config.num_train_timesteps, generator=generator
+        ).to(device)
+        noisy.append(
+            noise_fns.add_noise(scheduler, one, n, t, ip_noise_gamma=s.ip_noise_gamma, ip_noise_gamma_random_strength=s.ip_noise_gamma_random_strength, generator=generator)
+        )
+        noise.append(n)
+        timesteps.append(t)
+    noise, timesteps, noisy = torch.cat(noise), torch.cat(timesteps), torch.cat(noisy)
 
     with accelerator.autocast():
         conditioning = family.unet_conditioning(models.tokenizers, text_encoders, batch["captions"], batch, max_token_length=s.max_token_length, clip_skip=s.clip_skip)

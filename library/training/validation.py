@@ -8,7 +8,7 @@ import logging
 import torch
 from torch.utils.data import DataLoader
 
-from library.training.seeding import step_generator
+from library.training.seeding import sample_generators
 from library.training.step import training_step
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def validation_loss(val_group, models, family, text_encoders, settings, accelera
     total, count = 0.0, 0
     with torch.no_grad():
         for index, batch in enumerate(loader):
-            loss = training_step(batch, models, family, text_encoders, settings, step_generator(seed, index, 0, salt=1), accelerator, snr)
+            loss = training_step(batch, models, family, text_encoders, settings, sample_generators(seed, index, len(batch["captions"]), salt=1), accelerator, snr)
             total += loss.item()
             count += 1
     return total / max(count, 1)

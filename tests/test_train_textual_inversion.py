@@ -1,0 +1,144 @@
+"""End-to-end specification of train_textual_inversion.py on tiny real SD 1.x and SD 2.x (v-prediction) models."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train_textual_inversion
+from library.cli import run_main
+from library.embeddings import read_embedding, save_embedding
+from library.models.loading import load_models
+from library.training.config_file import parse_args_with_config
+from library.training.loop import train
+from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_training(argv: list[str]):
+    parser = train_textual_inversion.setup_parser()
+    return train(parse_args_with_config(parser, argv), sdxl=False)
+
+
+@pytest.fixture(scope="module")
+def sd1_dataset(tmp_path_factory):
+    return make_ti_dataset(tmp_path_factory.mktemp("sd1_data"))
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2"])
+def test_training_changes_only_the_new_vectors_and_saves_them(family, tiny_model_dir, tmp_path, sd1_dataset):
+    model = tiny_model_dir(family)
+    extra = ["--v_parameterization"] if family == "sd2" else []
+    result = run_training(train_argv(model, sd1_dataset, tmp_path, "--cache_latents", *extra))
+    assert result.global_step == 4 and all(torch.isfinite(torch.tensor(result.losses)))
+
+    # every frozen weight is bit-identical to a fresh load
+    fresh = load_models(str(model))
+    trained = result.models
+    for name in ("unet", "vae"):
+        for (key, a), (_, b) in zip(getattr(trained, name).state_dict().items(), getattr(fresh, name).state_dict().items()):
+            assert torch.equal(a, b), f"{name}.{key} changed"
+    for key, value in fresh.text_encoders[0].state_dict().items():
+        key = key.replace("token_embedding.weight", "token_embedding.base.weight")
+        assert torch.equal(trained.text_encoders[0].state_dict()[key], value), key
+
+    # the vectors moved away from the init word and the file holds exactly them
+    vectors = result.tokens.vectors_by_slot()["emb_params"]
+    star = fresh.text_encoders[0].get_input_embeddings().weight[fresh.tokenizers[0]("star", add_special_tokens=False).input_ids[0]]
+    assert not torch.allclose(vectors[0], star)
+    saved = load_file(str(tmp_path / "ti.safetensors"))
+    assert set(saved) == {"emb_params"} and torch.equal(saved["emb_params"], vectors)
+    assert (tmp_path / "ti_loss.png").is_file()
+
+
+def test_weights_continue_from_a_file_and_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path, sd1_dataset):
+    model = tiny_model_dir("sd1")
+    full = run_training(train_argv(model, sd1_dataset, tmp_path / "full", steps=6))
+    run_training(train_argv(model, sd1_dataset, tmp_path / "part", "--save_every_n_steps=2", "--save_state", steps=6))
+    state = tmp_path / "part" / "ti-step00000002-state"
+    assert state.is_dir() and sum(f.stat().st_size for f in state.iterdir()) < 64 * 1024  # kilobytes, not the model
+    resumed = run_training(train_argv(model, sd1_dataset, tmp_path / "resumed", f"--resume={state}", steps=6))
+    assert resumed.global_step == 6
+    torch.testing.assert_close(resumed.tokens.vectors_by_slot(), full.tokens.vectors_by_slot(), rtol=0, atol=1e-6)
+
+    # --weights starts from a file: with a zero learning rate the vectors stay exactly the file's
+    cont = run_training(train_argv(model, sd1_dataset, tmp_path / "cont", f"--weights={tmp_path / 'full' / 'ti.safetensors'}", "--learning_rate=0", steps=1))
+    assert torch.equal(cont.tokens.vectors_by_slot()["emb_params"], full.tokens.vectors_by_slot()["emb_params"])
+
+
+def test_sampling_and_epoch_saves_follow_sd_scripts_names(tiny_model_dir, tmp_path, sd1_dataset):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"a {TOKEN} on a white background --w 64 --h 64 --s 2 --d 5\n")
+    argv = train_argv(tiny_model_dir("sd1"), sd1_dataset, tmp_path / "out", f"--sample_prompts={prompts}", "--sample_every_n_steps=2",
+                      "--save_every_n_epochs=1", "--save_model_as=pt", steps=6)
+    run_training(argv)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.pt")) == ["ti-000001.pt", "ti-000002.pt", "ti.pt"]
+    samples = sorted(p.name for p in (out / "sample").glob("*.png"))
+    assert len(samples) == 3 and samples[0].startswith("ti_000002_00_") and samples[0].endswith("_5.png")
+    emb = read_embedding(out / "ti.pt")
+    assert emb.layout == "a1111" and emb.num_vectors == 2
+
+
+def _exit_code_and_error(argv, capsys) -> tuple[int, str]:
+    code = run_main(train_textual_inversion.main, argv)
+    return code, capsys.readouterr().err
+
+
+def test_bad_inputs_are_one_clear_line(tiny_model_dir, tmp_path, sd1_dataset, capsys):
+    model = tiny_model_dir("sd1")
+    base = train_argv(model, sd1_dataset, tmp_path)
+
+    code, err = _exit_code_and_error([a if not a.startswith("--token_string") else "--token_string=cat" for a in base], capsys)
+    assert code == 2 and "already exist" in err and "cat" in err
+
+    code, err = _exit_code_and_error([a if not a.startswith("--token_string") else "--token_string=zzqqy7" for a in base], capsys)
+    assert code == 2 and "none of the 4 captions" in err
+
+    code, err = _exit_code_and_error(base + ["--optimizer_type=AdamWW"], capsys)
+    assert code == 2 and "AdamW" in err
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_embedding(wrong, {"emb_params": torch.zeros(3, 32)})
+    code, err = _exit_code_and_error(base + [f"--weights={wrong}"], capsys)
+    assert code == 2 and "3 vector(s)" in err and "--num_vectors_per_token" in err
+
+    code, err = _exit_code_and_error(base + ["--mixed_precision=fp16"], capsys)
+    if not torch.cuda.is_available():
+        assert code == 2 and "CUDA" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tiny_model_dir, tmp_path):
+    model = tiny_model_dir("sd1")
+    # two identical images: any split of the global batch over processes sees the same samples
+    data = make_ti_dataset(tmp_path / "data", n=1, batch_size=2)
+    (tmp_path / "data" / "images" / "00000.png").link_to(tmp_path / "data" / "images" / "00001.png")
+    (tmp_path / "data" / "images" / "00001.txt").write_text((tmp_path / "data" / "images" / "00000.txt").read_text())
+    one = run_training(train_argv(model, data, tmp_path / "one", "--lr_scheduler=constant", steps=3))
+
+    data2 = tmp_path / "data" / "dataset_b1.toml"
+    data2.write_text(data.read_text().replace("batch_size = 2", "batch_size = 1"))
+    # torchrun is what `accelerate launch --multi_gpu` runs; on CPU accelerate then uses gloo (MULTI_CPU)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", str(REPO / "train_textual_inversion.py"),
+           *train_argv(model, data2, tmp_path / "two", "--lr_scheduler=constant", steps=3)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x2 process(es)" in done.stdout
+    two = load_file(str(tmp_path / "two" / "ti.safetensors"))["emb_params"]
+    torch.testing.assert_close(two, one.tokens.vectors_by_slot()["emb_params"], rtol=1e-4, atol=1e-5)
