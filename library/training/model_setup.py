@@ -27,7 +27,7 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
         dtype=dtype,
         v2=args.v2 or None,
         v_parameterization=args.v_parameterization or None,
-        sdxl=sdxl,  # False refuses an SDXL file from its keys, before loading weights
+        sdxl=None if sdxl else False,  # False refuses an SDXL file from its keys, before loading weights
         vae=args.vae,
         tokenizer_cache_dir=args.tokenizer_cache_dir,
     )
