@@ -26,7 +26,7 @@ def check_flags(args: argparse.Namespace, *, sdxl: bool) -> None:
         if not cuda:
             raise UserError("--xformers needs a CUDA GPU; leave it out to use PyTorch's scaled-dot-product attention (--sdpa, the default)")
         require("xformers", "--xformers")
-    if sdxl and getattr(args, "cache_text_encoder_outputs", False):
+    if sdxl and (getattr(args, "cache_text_encoder_outputs", False) or getattr(args, "cache_text_encoder_outputs_to_disk", False)):
         raise UserError("--cache_text_encoder_outputs cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train")
     if args.cache_latents and (args.color_aug or args.random_crop):
         raise UserError("--cache_latents cannot be combined with --color_aug or --random_crop (cached latents are computed once); drop one of them")
