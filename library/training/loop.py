@@ -139,7 +139,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if accelerator.trackers == [] and args.log_with:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
-    saver = Saver(args, models, tokens, hasher, accelerator)
+    saver = Saver(args, models, tokens, hasher, accelerator, data_setup.training_resolution(group, models.family))
     settings = StepSettings.from_args(args, models)
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(models.noise_scheduler)

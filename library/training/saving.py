@@ -15,8 +15,9 @@ logger = logging.getLogger(__name__)
 class Saver:
     """Writes `NAME-000005.ext`, `NAME-step00000500.ext`, `NAME.ext` and their `-state` folders (main process only)."""
 
-    def __init__(self, args: argparse.Namespace, models, tokens, hasher, accelerator):
+    def __init__(self, args: argparse.Namespace, models, tokens, hasher, accelerator, resolution: tuple[int, int]):
         self.args = args
+        self.resolution = resolution
         self.models = models
         self.tokens = tokens
         self.hasher = hasher
@@ -96,11 +97,10 @@ class Saver:
 
     def _metadata(self, step: int, epoch: int) -> dict[str, str]:
         args = self.args
-        resolution = _resolution_of(args, self.models.family)
         return ck.build_metadata(
             family=self.models.family,
             v_parameterization=self.models.v_parameterization,
-            resolution=resolution,
+            resolution=self.resolution,
             title=args.metadata_title or args.output_name,
             token_string=self.tokens.token_string,
             num_vectors=self.tokens.num_vectors,
@@ -127,13 +127,6 @@ class Saver:
         for path in embedding_paths:
             state = path.with_name(ck.state_dir_name(path.name.removesuffix(self.suffix)))
             shutil.rmtree(state, ignore_errors=True)
-
-
-def _resolution_of(args: argparse.Namespace, family: str) -> tuple[int, int]:
-    if args.resolution:
-        parts = [int(p) for p in str(args.resolution).replace("x", ",").split(",") if p.strip()]
-        return (parts[0], parts[-1])
-    return (1024, 1024) if family == "sdxl" else (512, 512)
 
 
 def _public_args(args: argparse.Namespace) -> dict:
