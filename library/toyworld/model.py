@@ -1,0 +1,24 @@
+"""Where the shipped toy model lives and how to load it as a plain diffusers pipeline.
+
+The toy model (trained by tools/train_toy_model.py, described in docs/toy_model.md) is an ordinary SD1-style
+diffusers directory: `StableDiffusionPipeline.from_pretrained(TOY_MODEL_DIR)` loads it with no extra code.
+Its VAE downsamples by 4, not 8: 64x64 images have 16x16 latents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "resources" / "toy_model"
+
+
+def load_toy_pipeline(path: str | Path = TOY_MODEL_DIR, dtype: torch.dtype = torch.float32):
+    """The toy model as a StableDiffusionPipeline with a DDIM scheduler (weights are stored fp16, loaded as `dtype`)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
