@@ -142,3 +142,35 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_model_d
     assert "x2 process(es)" in done.stdout
     two = load_file(str(tmp_path / "two" / "ti.safetensors"))["emb_params"]
     torch.testing.assert_close(two, one.tokens.vectors_by_slot()["emb_params"], rtol=1e-4, atol=1e-5)
+
+
+def test_precision_memory_loss_and_validation_options_run_together(tiny_model_dir, tmp_path, caplog):
+    data = make_ti_dataset(tmp_path / "data", n=6)
+    argv = train_argv(
+        tiny_model_dir("sd1"), data, tmp_path / "out",
+        "--mixed_precision=bf16", "--gradient_checkpointing", "--clip_skip=2", "--max_token_length=150",
+        "--noise_offset=0.05", "--multires_noise_iterations=2", "--min_snr_gamma=5", "--loss_type=huber",
+        "--gradient_accumulation_steps=2", "--lr_scheduler=cosine", "--lr_warmup_steps=0.25",
+        "--validation_split=0.34", "--validate_every_n_steps=2", "--learning_rate=0.005:2, 0.001",
+        steps=4,
+    )
+    parser = train_textual_inversion.setup_parser()
+    with pytest.raises(Exception, match="already a schedule"):  # a piecewise learning rate is its own schedule
+        train(parse_args_with_config(parser, argv), sdxl=False)
+    argv = [a for a in argv if not a.startswith("--learning_rate")] + ["--learning_rate=5e-3"]
+    caplog.set_level("INFO")
+    result = run_training(argv)
+    assert result.global_step == 4 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert result.models.unet.dtype == torch.bfloat16
+    assert result.tokens.parameters()[0].dtype == torch.float32  # fp32 master vectors
+    assert "validation loss" in caplog.text
+    assert load_file(str(tmp_path / "out" / "ti.safetensors"))["emb_params"].dtype == torch.float32
+
+
+def test_debug_dataset_shows_new_token_ids_and_trains_nothing(tiny_model_dir, tmp_path, sd1_dataset, capsys):
+    result = run_training(train_argv(tiny_model_dir("sd1"), sd1_dataset, tmp_path / "out", "--debug_dataset", f"--debug_dataset_dir={tmp_path / 'dbg'}"))
+    out = capsys.readouterr().out
+    assert result.output_file is None and result.global_step == 0
+    assert "toyxstar toyxstar1" in out and "49408" in out and "49409" in out
+    assert len(list((tmp_path / "dbg").glob("*.png"))) >= 1
+    assert not (tmp_path / "out" / "ti.safetensors").exists()

@@ -52,6 +52,9 @@ def build_datasets(args: argparse.Namespace, tokens):
     split = args.validation_split or max((d.validation_split for d in params.datasets), default=0.0)
     if split:
         group, val_group = group.split_validation(split, args.validation_seed if args.validation_seed is not None else args.seed or 0)
+        if len(val_group) == 0:
+            logger.warning("validation split %s leaves no validation batch; validation is off", split)
+            val_group = None
     return group, val_group, templates
 
 

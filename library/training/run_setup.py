@@ -7,6 +7,7 @@ import math
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import ProjectConfiguration
 
 from library.errors import UserError
@@ -49,6 +50,10 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         require("wandb", "--log_with wandb")
     if args.log_with:
         log_with = ["tensorboard", "wandb"] if args.log_with == "all" else [args.log_with]
+    # accelerate keeps its settings in process-wide singletons; a second run in the same process (tests, tools that
+    # train several embeddings) may ask for other precision or accumulation. The process group itself is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
