@@ -174,3 +174,29 @@ def test_debug_dataset_shows_new_token_ids_and_trains_nothing(tiny_model_dir, tm
     assert "toyxstar toyxstar1" in out and "49408" in out and "49409" in out
     assert len(list((tmp_path / "dbg").glob("*.png"))) >= 1
     assert not (tmp_path / "out" / "ti.safetensors").exists()
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_vectors(tiny_model_dir, tmp_path, sd1_dataset, capsys):
+    argv = train_argv(tiny_model_dir("sd1"), sd1_dataset, tmp_path, "--learning_rate=1e36", "--max_grad_norm=0", "--optimizer_type=SGDNesterov", steps=6)
+    assert run_main(train_textual_inversion.main, argv) == 2
+    err = capsys.readouterr().err
+    assert "the loss became" in err and "--skip_nan" in err
+    saved = load_file(str(tmp_path / "ti.safetensors"))["emb_params"]
+    assert torch.isfinite(saved).all()
+
+
+def test_ctrl_c_saves_the_current_vectors(tiny_model_dir, tmp_path, sd1_dataset, monkeypatch):
+    import library.training.loop as loop
+
+    real_step, calls = loop.training_step, []
+
+    def interrupt_on_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "training_step", interrupt_on_third_step)
+    assert run_main(train_textual_inversion.main, train_argv(tiny_model_dir("sd1"), sd1_dataset, tmp_path, steps=6)) == 130
+    emb = read_embedding(tmp_path / "ti.safetensors")
+    assert emb.step == 2
