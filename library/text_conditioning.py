@@ -56,6 +56,13 @@ def _clip_text_model(text_encoder: nn.Module) -> nn.Module:
     return getattr(text_encoder, "text_model", text_encoder)
 
 
+def _final_layer_norm(text_encoder: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    # the hidden states may come back in fp32 from a mixed-precision (accelerate-prepared) encoder whose weights
+    # are bf16/fp16; CPU layer_norm refuses mixed dtypes, so match the norm's own dtype
+    norm = _clip_text_model(text_encoder).final_layer_norm
+    return norm(hidden.to(norm.weight.dtype))
+
+
 def encode_sd(text_encoder: nn.Module, chunk_ids: torch.Tensor, clip_skip: int | None = None) -> torch.Tensor:
     """SD 1.x/2.x conditioning: last hidden state, or with clip_skip N the N-th from last through the final norm."""
     batch = chunk_ids.shape[0]
@@ -64,7 +71,7 @@ def encode_sd(text_encoder: nn.Module, chunk_ids: torch.Tensor, clip_skip: int |
         hidden = text_encoder(flat).last_hidden_state
     else:
         out = text_encoder(flat, output_hidden_states=True)
-        hidden = _clip_text_model(text_encoder).final_layer_norm(out.hidden_states[-clip_skip])
+        hidden = _final_layer_norm(text_encoder, out.hidden_states[-clip_skip])
     return join_chunks(hidden, batch)
 
 
@@ -88,7 +95,7 @@ def encode_sdxl(
     hidden1 = te1(flat1, output_hidden_states=True).hidden_states[-2]
     out2 = te2(flat2, output_hidden_states=True)
     hidden2 = out2.hidden_states[-2]
-    final = _clip_text_model(te2).final_layer_norm(out2.hidden_states[-1])
+    final = _final_layer_norm(te2, out2.hidden_states[-1])
     rows = torch.arange(final.shape[0], device=final.device)
     pooled = _unwrapped(te2).text_projection(final[rows, first_eos_positions(flat2, eos_token_id)])
     pooled = pooled.reshape(batch, -1, pooled.shape[-1])[:, 0]

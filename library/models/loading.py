@@ -143,6 +143,17 @@ def _from_pretrained(cls, subfolder: str | None, *, source: str, local_only: boo
     if is_transformers:
         kwargs["output_loading_info"] = True  # transformers would silently initialise missing weights
     what = f"its {subfolder}" if subfolder else "the model"
+    if local_only and not is_transformers and not variant:
+        # one copy of the weights in memory, already in `dtype` (diffusers would hold the whole file first)
+        from library.models.low_memory import load_diffusers_model_low_memory
+
+        try:
+            model = load_diffusers_model_low_memory(cls, Path(source) / (subfolder or ""), dtype)
+        except Exception:  # anything unusual: from_pretrained below loads it or explains why not
+            model = None
+        if model is not None:
+            _check_complete(model, subfolder or cls.__name__, where)
+            return model
     try:
         model = cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from library.errors import UserError
 from library.training import data_setup, model_setup
+from library.training.allocator import keep_freed_memory
 from library.training.checkpoints import ModelHasher
 from library.training.optimization import base_learning_rate, build_lr_scheduler_for, build_optimizer_for, optimizer_train_mode
 from library.training.sampling_hook import Sampler
@@ -61,6 +62,7 @@ def _unwrap_batch(items: list[dict]) -> dict:
 def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     """Run a TI training described by the parsed flags; returns the final embedding path."""
     check_flags(args, sdxl=sdxl)
+    keep_freed_memory()  # reuse activation memory between steps instead of page-faulting it in again
     accelerator = make_accelerator(args)
     if args.seed is not None:
         set_seed(args.seed)

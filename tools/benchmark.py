@@ -1,0 +1,363 @@
+#!/usr/bin/env python
+"""Benchmark our TI trainer: steady-state s/step, time to first step, peak memory and the compute floor, in one run.
+
+Runs the real trainer (`library.training.loop.train`: the real dataset, buckets, latent cache, adapters, optimizer
+and `training_step`) on a generated image set, the one in /work/shared/BENCHMARKS.md: 3x 512x512, 2x 512x768,
+2x 768x512, 1x 640x512, captions containing the token string, buckets 128..512 step 64 at --resolution.
+Steps are timed from one `training_step` call to the next (so a step includes data loading, the loss, backward,
+the optimizer and the loop's bookkeeping); the timing wrapper only reads the clock.
+
+The compute floor is measured afterwards in the same process, on the same models in the state the trainer left
+them (dtype, device, autocast, checkpointing), for every bucket shape the timed steps used: text encoder(s)
+forward from the input embeddings, UNet forward, backward to the encoder hidden states and on to the input
+embeddings only (no weight gradients). step/floor near 1 means the trainer adds nothing to the model's compute.
+
+    python tools/benchmark.py --model tiny-sd1 --steps 4 --warmup 1
+    python tools/make_random_model.py --arch sd15 --out /tmp/sd15 && \\
+        python tools/benchmark.py --model /tmp/sd15 --mixed_precision bf16 --cache_latents --json sd15_bf16.json
+Flags the benchmark does not know are passed to the trainer (e.g. --full_bf16, --clip_skip 2).
+"""
+
+from __future__ import annotations
+
+import time
+
+_PROCESS_START = time.perf_counter()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from library.cli import run_main  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - _PROCESS_START
+TOKEN = "bnchtok"
+IMAGE_SIZES = [(512, 512)] * 3 + [(512, 768)] * 2 + [(768, 512)] * 2 + [(640, 512)]  # (width, height)
+TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", required=True, help="model directory or single file, or tiny-sd1 / tiny-sd2 / tiny-sdxl (built in-process)")
+    parser.add_argument("--sdxl", action="store_true", help="use the SDXL trainer (implied by tiny-sdxl)")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--steps", type=int, default=12, help="timed steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--cache_latents", action="store_true")
+    parser.add_argument("--floor_repeats", type=int, default=2, help="timed floor passes per bucket shape (after one untimed)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile the N-th timed step with torch.profiler and print the top costs")
+    parser.add_argument("--workdir", default=None, help="where to write the images and outputs (default: a temporary folder)")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--label", default=None, help="a name for this case in the JSON")
+    return parser.parse_known_args(argv)
+
+
+# --- inputs ------------------------------------------------------------------------------------------------
+
+
+def write_images(folder: Path, seed: int = 0) -> None:
+    """The benchmark's 8 images (smooth colour fields plus noise, like photos to a JPEG/VAE) and captions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (w, h) in enumerate(IMAGE_SIZES):
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([np.sin(xx / (37 + 9 * i) + c) * np.cos(yy / (53 + 7 * c) + i) for c in range(3)], axis=-1)
+        pixels = np.clip(127.5 + 90 * base + rng.normal(0, 12, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:02d}.png")
+        (folder / f"img_{i:02d}.txt").write_text(f"a photo of {TOKEN}, girl, standing, outdoors, detailed {i}")
+
+
+def write_dataset_toml(root: Path, images: Path, resolution: int, batch_size: int) -> Path:
+    config = root / "dataset.toml"
+    config.write_text(
+        "[general]\ncaption_extension = '.txt'\nenable_bucket = true\nmin_bucket_reso = 128\nmax_bucket_reso = 512\n"
+        f"bucket_reso_steps = 64\n[[datasets]]\nresolution = {resolution}\nbatch_size = {batch_size}\n"
+        f"[[datasets.subsets]]\nimage_dir = '{images.as_posix()}'\nnum_repeats = 1\n"
+    )
+    return config
+
+
+def resolve_model(name: str, root: Path) -> tuple[str, bool | None]:
+    """A path to train on; tiny-* models are written to `root` first. Second item: SDXL or None (unknown)."""
+    if name in TINY_MODELS:
+        from library.models.tiny import save_tiny_model
+
+        family = TINY_MODELS[name]
+        return str(save_tiny_model(family, root / name)), family == "sdxl"
+    return name, None
+
+
+def trainer_argv(opts: argparse.Namespace, model: str, config: Path, out: Path, extra: list[str]) -> list[str]:
+    """BENCHMARKS.md's configuration: 4 vectors, init word girl, AdamW 5e-4 constant, seed 42, no sampling."""
+    argv = [
+        f"--pretrained_model_name_or_path={model}",
+        f"--dataset_config={config}",
+        f"--output_dir={out}",
+        "--output_name=bench",
+        f"--token_string={TOKEN}",
+        "--init_word=girl",
+        "--num_vectors_per_token=4",
+        f"--max_train_steps={opts.warmup + opts.steps + 1}",  # +1: the last timed step ends where the next begins
+        "--learning_rate=5e-4",
+        "--lr_scheduler=constant",
+        "--optimizer_type=AdamW",
+        "--seed=42",
+        f"--mixed_precision={opts.mixed_precision}",
+        "--max_data_loader_n_workers=0",
+    ]
+    if opts.gradient_checkpointing:
+        argv.append("--gradient_checkpointing")
+    if opts.cache_latents:
+        argv.append("--cache_latents")
+    return argv + extra
+
+
+# --- timing --------------------------------------------------------------------------------------------------
+
+
+def _sync(device) -> None:
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_bytes(device) -> dict:
+    """Peak RSS of this process (ru_maxrss is KiB on Linux, bytes on macOS) and, on CUDA, peak allocated."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = rss if platform.system() == "Darwin" else rss * 1024
+    out = {"peak_rss_bytes": int(rss)}
+    if device is not None and torch.device(device).type == "cuda":
+        out["peak_cuda_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    return out
+
+
+class StepRecorder:
+    """Wraps `training_step`: records when each call starts, its batch's shape, and the objects it was given."""
+
+    def __init__(self, original, profile_step: int | None = None):
+        self.original = original
+        self.starts: list[float] = []
+        self.shapes: list[tuple] = []
+        self.context: tuple | None = None
+        self.batch_by_shape: dict[tuple, dict] = {}
+        self.profile_step = profile_step
+        self.profiler = None
+        self.memory_after_steps: dict | None = None
+
+    def __call__(self, batch, models, family, text_encoders, settings, generators, accelerator, snr):
+        _sync(accelerator.device)
+        now = time.perf_counter()
+        index = len(self.starts)
+        if self.profiler is not None:  # the profiled step ended where this one begins
+            self.profiler.__exit__(None, None, None)
+            self.profiled, self.profiler = self.profiler, None
+        if self.profile_step is not None and index == self.profile_step:
+            self.profiler = torch.profiler.profile(activities=_profiler_activities(accelerator.device), record_shapes=False)
+            self.profiler.__enter__()
+        self.starts.append(now)
+        shape = _batch_shape(batch)
+        self.shapes.append(shape)
+        self.batch_by_shape.setdefault(shape, {k: v for k, v in batch.items()})
+        if self.context is None:
+            self.context = (models, family, text_encoders, settings, accelerator)
+        return self.original(batch, models, family, text_encoders, settings, generators, accelerator, snr)
+
+
+def _profiler_activities(device) -> list:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.device(device).type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return activities
+
+
+def _batch_shape(batch: dict) -> tuple:
+    if batch.get("latents") is not None:
+        b, c, h, w = batch["latents"].shape
+        return (b, c, h, w)
+    b, _, h, w = batch["images"].shape
+    return (b, 4, h // 8, w // 8)
+
+
+def floor_pass(context, batch: dict, shape: tuple, timestep: int = 500) -> float:
+    """Seconds for the model compute of one step: text encoders + UNet forward, backward to the inputs only."""
+    from library.text_conditioning import _unwrapped
+
+    models, family, text_encoders, settings, accelerator = context
+    device = accelerator.device
+    leaves = []
+
+    def make_leaf(module, inputs, output):
+        leaf = output.detach().requires_grad_(True)
+        leaves.append(leaf)
+        return leaf
+
+    hooks = [_unwrapped(te).get_input_embeddings().register_forward_hook(make_leaf) for te in text_encoders]
+    try:
+        noisy = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, models.unet.dtype)
+        timesteps = torch.full((shape[0],), timestep, dtype=torch.long, device=device)
+        _sync(device)
+        start = time.perf_counter()
+        with accelerator.autocast():
+            conditioning = family.unet_conditioning(models.tokenizers, text_encoders, batch["captions"], batch,
+                                                    max_token_length=settings.max_token_length, clip_skip=settings.clip_skip)
+            conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(models.unet.dtype)
+            prediction = models.unet(noisy, timesteps, **conditioning).sample
+        prediction.float().square().mean().backward()
+        _sync(device)
+        seconds = time.perf_counter() - start
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert leaves and all(leaf.grad is not None for leaf in leaves), "the floor's backward did not reach the input embeddings"
+    return seconds
+
+
+def measure_floor(recorder: StepRecorder, repeats: int) -> dict[tuple, float]:
+    """Median floor seconds per bucket shape of the timed steps (one untimed pass first per shape)."""
+    floors = {}
+    for shape, batch in recorder.batch_by_shape.items():
+        floor_pass(recorder.context, batch, shape)
+        floors[shape] = statistics.median(floor_pass(recorder.context, batch, shape) for _ in range(max(1, repeats)))
+    return floors
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
+    import train_textual_inversion as entry  # the script's own parser: the trainer sees exactly the CLI's flags
+    from library.training import loop
+    from library.training.arguments import validate_training_args
+    from library.training.config_file import parse_args_with_config
+
+    with tempfile.TemporaryDirectory(prefix="ti_bench_") as tmp:
+        root = Path(opts.workdir) if opts.workdir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        images = root / "images"
+        write_images(images)
+        config = write_dataset_toml(root, images, opts.resolution, opts.batch_size)
+        model, is_sdxl = resolve_model(opts.model, root)
+        sdxl = opts.sdxl or bool(is_sdxl)
+        args = parse_args_with_config(entry.setup_parser(sdxl), trainer_argv(opts, model, config, root / "out", extra))
+        validate_training_args(args)
+
+        profile_step = opts.warmup + opts.profile - 1 if opts.profile else None
+        recorder = StepRecorder(loop.training_step, profile_step)
+        load_before = load_average()
+        loop.training_step = recorder
+        try:
+            started = time.perf_counter()
+            loop.train(args, sdxl=sdxl)
+        finally:
+            loop.training_step = recorder.original
+        if recorder.context is None:
+            raise RuntimeError("the trainer ran no step")
+        device = recorder.context[4].device
+        memory = peak_memory_bytes(device)
+
+        starts = recorder.starts
+        durations = [b - a for a, b in zip(starts, starts[1:])]
+        timed = list(range(opts.warmup, len(durations)))
+        if not timed:
+            raise RuntimeError(f"only {len(durations)} step(s) could be timed; raise --steps")
+        step_times = [durations[i] for i in timed]
+        floors = measure_floor(recorder, opts.floor_repeats)
+        ratios = [durations[i] / floors[recorder.shapes[i]] for i in timed]
+        floor_per_step = [floors[recorder.shapes[i]] for i in timed]
+        load_after = load_average()
+
+        result = {
+            "label": opts.label,
+            "model": opts.model,
+            "sdxl": sdxl,
+            "device": str(device),
+            "mixed_precision": opts.mixed_precision,
+            "resolution": opts.resolution,
+            "batch_size": opts.batch_size,
+            "gradient_checkpointing": opts.gradient_checkpointing,
+            "cache_latents": opts.cache_latents,
+            "extra_flags": extra,
+            "torch_threads": torch.get_num_threads(),
+            "warmup_steps": opts.warmup,
+            "timed_steps": len(step_times),
+            "step_s_median": statistics.median(step_times),
+            "step_s_min": min(step_times),
+            "step_s_max": max(step_times),
+            "step_s_all": step_times,
+            "floor_s_median": statistics.median(floor_per_step),
+            "floor_s_by_shape": {"x".join(map(str, shape)): s for shape, s in floors.items()},
+            "step_over_floor_median": statistics.median(ratios),
+            "step_over_floor_all": ratios,
+            "import_s": IMPORT_SECONDS,
+            "setup_s": starts[0] - started,  # model load, token setup, dataset, latent caching
+            "time_to_first_step_s": starts[1] - started,  # ... and the first step itself
+            "first_step_s": durations[0],
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            **memory,
+        }
+        if getattr(recorder, "profiled", None) is not None:
+            result["profile_top"] = profile_rows(recorder.profiled, torch.device(device).type == "cuda")
+    return result
+
+
+def profile_rows(prof, cuda: bool, top: int = 15) -> list[dict]:
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events) or 1
+    return [{"op": e.key, "self_ms": getattr(e, key) / 1000, "share": getattr(e, key) / total, "calls": e.count} for e in events[:top]]
+
+
+def summary_lines(r: dict) -> list[str]:
+    gib = 1024**3
+    lines = [
+        f"case: {r['label'] or r['model']}  {r['mixed_precision']}  {r['resolution']}px  batch {r['batch_size']}  device {r['device']}"
+        f"{'  checkpointing' if r['gradient_checkpointing'] else ''}{'  cached latents' if r['cache_latents'] else ''}",
+        f"steady state: {r['step_s_median']:.3f} s/step (min {r['step_s_min']:.3f}, max {r['step_s_max']:.3f}, {r['timed_steps']} steps)",
+        f"compute floor: {r['floor_s_median']:.3f} s   step/floor: {r['step_over_floor_median']:.3f}",
+        f"time to first step: {r['time_to_first_step_s']:.1f} s (setup {r['setup_s']:.1f} s + first step {r['first_step_s']:.1f} s; imports {r['import_s']:.1f} s before)",
+        f"peak RSS: {r['peak_rss_bytes'] / gib:.2f} GiB" + (f"   peak CUDA allocated: {r['peak_cuda_allocated_bytes'] / gib:.2f} GiB" if "peak_cuda_allocated_bytes" in r else ""),
+        f"load average: {r['load_average_before']} -> {r['load_average_after']}",
+    ]
+    for row in r.get("profile_top", []):
+        lines.append(f"  {row['self_ms']:9.1f} ms  {100 * row['share']:5.1f}%  x{row['calls']:<5d} {row['op']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts, extra = parse_args(argv)
+    if opts.model in TINY_MODELS and TINY_MODELS[opts.model] == "sdxl":
+        opts.sdxl = True
+    result = run_benchmark(opts, extra)
+    print("\n".join(summary_lines(result)))
+    if opts.json:
+        from library.atomic import atomic_path
+
+        with atomic_path(Path(opts.json)) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
