@@ -114,7 +114,6 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     # --- optimization: only the new vectors are parameters
     steps_per_epoch, num_epochs, max_steps = total_steps(args, len(dataloader), accelerator.num_processes)
     group.set_max_train_steps(max_steps)  # --token_warmup_step may be a ratio of the run
-    args._num_epochs = num_epochs
     learning_rate = base_learning_rate(args, accelerator.num_processes)
     optimizer, optimizer_name = build_optimizer_for(args, tokens.parameters(), learning_rate)
     lr_scheduler = build_lr_scheduler_for(args, optimizer, max_steps)
@@ -141,7 +140,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if accelerator.trackers == [] and args.log_with:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
-    saver = Saver(args, models, tokens, hasher, accelerator, data_setup.training_resolution(group, models.family))
+    saver = Saver(args, models, tokens, hasher, accelerator, data_setup.training_resolution(group, models.family), num_epochs)
     settings = StepSettings.from_args(args, models)
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(models.noise_scheduler)

@@ -15,9 +15,10 @@ logger = logging.getLogger(__name__)
 class Saver:
     """Writes `NAME-000005.ext`, `NAME-step00000500.ext`, `NAME.ext` and their `-state` folders (main process only)."""
 
-    def __init__(self, args: argparse.Namespace, models, tokens, hasher, accelerator, resolution: tuple[int, int]):
+    def __init__(self, args: argparse.Namespace, models, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
         self.args = args
         self.resolution = resolution
+        self.num_epochs = num_epochs  # the last epoch is written as NAME.ext by save_final, not as an epoch file
         self.models = models
         self.tokens = tokens
         self.hasher = hasher
@@ -43,7 +44,7 @@ class Saver:
 
     def after_epoch(self, epoch: int, progress: Progress, optimizer, lr_scheduler) -> None:
         args = self.args
-        if not args.save_every_n_epochs or epoch % args.save_every_n_epochs or epoch >= self._num_epochs_hint():
+        if not args.save_every_n_epochs or epoch % args.save_every_n_epochs or epoch >= self.num_epochs:
             return
         stem = ck.epoch_stem(self.name, epoch)
         self._save_embedding(stem, progress.global_step, epoch)
@@ -62,10 +63,6 @@ class Saver:
         self._save_state(self.name, progress, optimizer, lr_scheduler)
 
     # --- internals
-    def _num_epochs_hint(self) -> int:
-        # the last epoch is written as NAME.ext by save_final, not as an epoch file
-        return getattr(self.args, "_num_epochs", 1 << 30)
-
     def _save_embedding(self, stem: str, step: int, epoch: int) -> Path | None:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
