@@ -95,13 +95,17 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         data_setup.debug_dataset(args, group, models.tokenizers)
         return TrainResult(None, 0, models=models, tokens=tokens)
     device = accelerator.device
+    settings = StepSettings.from_args(args, models)
     models.vae.to(device)
     if args.cache_latents or args.cache_latents_to_disk:
         with accelerator.main_process_first():
             data_setup.cache_latents(args, group, models.vae, device)
             if val_group is not None:
                 data_setup.cache_latents(args, val_group, models.vae, device)
-        models.vae.to("cpu")  # every latent is cached: the VAE leaves the device
+        if args.sample_prompts:
+            models.vae.to("cpu")  # every latent is cached: the VAE leaves the device until sampling decodes with it
+        else:
+            models.vae = None  # nothing encodes or decodes again: free its memory (0.3 GiB for SD1.5 in fp32)
     dataloader = DataLoader(
         group,
         batch_size=1,
@@ -141,7 +145,6 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
     saver = Saver(args, models, tokens, hasher, accelerator, data_setup.training_resolution(group, models.family), num_epochs)
-    settings = StepSettings.from_args(args, models)
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(models.noise_scheduler)
     snr = snr_table(models.noise_scheduler).to(device)
