@@ -50,16 +50,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--vae_steps", type=int, default=600)
     p.add_argument("--vae_lr", type=float, default=1e-3)
+    p.add_argument("--vae_init", default=None, help="continue training this VAE (a diffusers directory) instead of a fresh one")
+    p.add_argument("--vae_batch_size", type=int, default=None, help="VAE batch size (default: --batch_size)")
     p.add_argument("--kl_weight", type=float, default=1e-6, help="weight of the KL term (summed over latent elements)")
     p.add_argument("--num_images", type=int, default=16000, help="scenes encoded once for the UNet phase")
     p.add_argument("--unet_steps", type=int, default=2400)
     p.add_argument("--unet_lr", type=float, default=5e-4)
+    p.add_argument("--unet_init", default=None, help="continue from this model's UNet and text encoder (a diffusers directory) instead of fresh ones")
     p.add_argument("--warmup_steps", type=int, default=100)
     p.add_argument("--caption_dropout", type=float, default=0.1, help="fraction of empty captions (for guidance)")
     p.add_argument("--noise_offset", type=float, default=0.1, help="per-channel noise offset: lets flat black/white backgrounds come out")
     p.add_argument("--min_snr_gamma", type=float, default=5.0, help="min-SNR loss weighting; 0 disables")
     p.add_argument("--ema_decay", type=float, default=0.999)
     p.add_argument("--save_every", type=int, default=400, help="save the EMA model (and score it) every N UNet steps")
+    p.add_argument("--eval_prompts", type=int, default=32, help="seen-combination prompts scored at each save")
     p.add_argument("--max_minutes", type=float, default=0, help="stop the UNet phase after this many minutes; 0: no limit")
     p.add_argument("--bf16_vae", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast for the VAE (4x faster on AVX512-BF16 CPUs)")
     return p.parse_args(argv)
@@ -188,13 +192,14 @@ def log(message: str) -> None:
 
 
 def train_vae(args, rng: np.random.Generator) -> AutoencoderKL:
-    vae = build_vae()
+    vae = AutoencoderKL.from_pretrained(args.vae_init) if args.vae_init else build_vae()
+    batch_size = args.vae_batch_size or args.batch_size
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     start, running = time.time(), []
     for step in range(args.vae_steps):
         for group in optimizer.param_groups:
             group["lr"] = args.vae_lr * cosine_lr(step, args.vae_steps, args.warmup_steps)
-        pixels = to_pixels(render_array([sample_scene(rng, exclude=[HELD_OUT]) for _ in range(args.batch_size)]))
+        pixels = to_pixels(render_array([sample_scene(rng, exclude=[HELD_OUT]) for _ in range(batch_size)]))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16_vae):
             posterior = vae.encode(pixels).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
@@ -239,7 +244,16 @@ def encode_scenes(vae: AutoencoderKL, scenes, bf16: bool) -> tuple[torch.Tensor,
 
 def train_unet(args, vae, latent_mean, latent_std, captions, tokenizer, out: Path, info: dict):
     torch.manual_seed(args.seed + 1)
-    unet, text_encoder, scheduler = build_unet(), build_text_encoder(), build_scheduler()
+    scheduler = build_scheduler()
+    if args.unet_init:
+        # stored fp16; the config names float32, so both load as fp32 master weights
+        unet = UNet2DConditionModel.from_pretrained(args.unet_init, subfolder="unet", torch_dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(args.unet_init, subfolder="text_encoder")
+        info["continued_from"] = json.loads((Path(args.unet_init) / "train_info.json").read_text())
+    else:
+        unet, text_encoder = build_unet(), build_text_encoder()
+    unet.train()
+    text_encoder.train()
     ema_unet, ema_text_encoder = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.0)
@@ -251,7 +265,7 @@ def train_unet(args, vae, latent_mean, latent_std, captions, tokenizer, out: Pat
     alphas_cumprod = scheduler.alphas_cumprod
     scale = vae.config.scaling_factor
     sampling_scheduler = DDIMScheduler.from_config(scheduler.config)
-    eval_scenes = seen_scenes(32, seed=args.seed + 7)
+    eval_scenes = seen_scenes(args.eval_prompts, seed=args.seed + 7)
 
     generator = torch.Generator().manual_seed(args.seed + 2)
     start, running, n = time.time(), [], latent_mean.shape[0]
@@ -295,9 +309,9 @@ def train_unet(args, vae, latent_mean, latent_std, captions, tokenizer, out: Pat
         if (step + 1) % args.save_every == 0 or done or out_of_time:
             pipe = make_pipeline(vae, ema_text_encoder, ema_unet, tokenizer, sampling_scheduler)
             scores = prompt_following(pipe, eval_scenes, seed=0, num_inference_steps=20)  # a quick progress check
-            info.update(unet_steps_done=step + 1, unet_minutes=round((time.time() - start) / 60, 1), eval_32_seen_prompts=scores)
+            info.update(unet_steps_done=step + 1, unet_minutes=round((time.time() - start) / 60, 1), eval_seen_prompts=scores)
             save_model(out, vae, ema_text_encoder, ema_unet, tokenizer, info)
-            log(f"saved {out} at step {step + 1}; 32 seen prompts, 20 DDIM steps, guidance 5: {scores}")
+            log(f"saved {out} at step {step + 1}; {args.eval_prompts} seen prompts, 20 DDIM steps, guidance 5: {scores}")
         if out_of_time:
             log(f"--max_minutes {args.max_minutes} reached; stopping")
             break

@@ -1,0 +1,29 @@
+"""A few steps of every phase of the toy-model trainer produce a loadable diffusers model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_a_loadable_model(tmp_path):
+    out = tmp_path / "model"
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_toy_model.py"), "--out", str(out), "--work_dir", str(tmp_path / "work"),
+         "--threads", "1", "--batch_size", "4", "--vae_steps", "2", "--num_images", "16", "--unet_steps", "2",
+         "--warmup_steps", "1", "--save_every", "2", "--eval_prompts", "2"],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["unet_steps_done"] == 2 and set(info["eval_seen_prompts"]) >= {"color", "shape"}
+    assert json.loads((out / "text_encoder" / "config.json").read_text())["dtype"] == "float32"
+
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(out))
+    assert pipe.vae_scale_factor == 4 and pipe.vae.config.scaling_factor == pytest.approx(info["scaling_factor"])
