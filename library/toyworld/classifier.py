@@ -3,7 +3,8 @@
 No learned weights. The background is the border's median color; the shape is the largest connected
 region that differs from it (thresholded at half its contrast, which keeps outlines where a blur puts
 them); its color is the nearest palette name of its core's median; its shape is the nearest of the
-world's own shapes after both are cropped to their bounding box and resized to one small grid.
+world's own shapes after both are cropped to their bounding box and resized to one small grid. The templates include each shape blurred and thresholded the
+same way, so a soft-edged star (whose half-contrast outline is rounder) still matches a star, not a circle.
 Works on renders and on generated images (blurry, noisy, slightly off-color).
 """
 
@@ -20,6 +21,8 @@ from PIL import Image
 from library.toyworld.world import BACKGROUNDS, COLORS, IMAGE_SIZE, PALETTE, SHAPES, shape_mask
 
 GRID = 20  # side of the normalized mask that shapes are compared on
+TEMPLATE_SIZES = (22.0, 27.0, 32.0, 37.0, 42.0)  # the world's shape sides span 22-42 px
+TEMPLATE_BLURS = (0.0, 1.0, 2.0, 3.0)  # Gaussian sigmas (pixels): generated images are soft-edged
 MIN_CONTRAST = 40.0  # RGB distance below which nothing is drawn (an empty image)
 NONE = "none"  # color/shape when no foreground is found
 
@@ -71,11 +74,22 @@ def _normalized(mask: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(crop, mode="F").resize((GRID, GRID), Image.Resampling.BILINEAR))
 
 
+def _blurred_outline(coverage: np.ndarray, sigma: float) -> np.ndarray:
+    """The region a query would get from this shape after a blur: above half of its peak."""
+    if sigma:
+        from scipy.ndimage import gaussian_filter
+
+        coverage = gaussian_filter(coverage, sigma)
+    return coverage > 0.5 * coverage.max()
+
+
 @lru_cache(maxsize=1)
 def _templates() -> np.ndarray:
-    """(len(SHAPES), sizes, GRID, GRID): each shape normalized as a query would be, at a few sizes."""
-    sizes = (22.0, 27.0, 32.0, 37.0, 42.0)
-    return np.stack([[_normalized(shape_mask(shape, s)) for s in sizes] for shape in SHAPES])
+    """(len(SHAPES), sizes x blurs, GRID, GRID): each shape normalized as a query would be."""
+    return np.stack([
+        [_normalized(_blurred_outline(shape_mask(shape, size), sigma)) for size in TEMPLATE_SIZES for sigma in TEMPLATE_BLURS]
+        for shape in SHAPES
+    ])
 
 
 def classify_shape_mask(mask: np.ndarray) -> str:
