@@ -19,6 +19,10 @@ from library.cli import run_main  # noqa: E402
 from library.errors import UserError  # noqa: E402
 
 
+def _counts(produced: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in produced.items())
+
+
 def main(argv: list[str] | None = None) -> None:
     from library.toyworld.concept_recovery import concept_recovery
     from library.toyworld.model import TOY_MODEL_DIR
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--embedding {args.embedding}: no such file")
     result = concept_recovery(args.embedding, model_dir=args.model, samples=args.samples, init_word=args.init_word, seed=args.seed)
     print(f"trigger {result.trigger!r}, {result.samples} samples each, baseline prompt subject {result.init_word!r}")
+    print(f"with the embedding the classifier read: {_counts(result.produced)}")
+    print(f"with {result.init_word!r} alone: {_counts(result.baseline_produced)}")
     print(f"recovery: {result.recovery:.3f} baseline: {result.baseline:.3f}")
 
 

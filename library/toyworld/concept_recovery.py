@@ -7,7 +7,8 @@ prompts with the init word alone ("a star on a ... background"), which the model
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from library.toyworld import classifier
@@ -23,6 +24,9 @@ class Recovery:
     samples: int
     trigger: str
     init_word: str
+    # what the classifier read, "color shape" -> count, most common first: shows what the misses drew instead
+    produced: dict[str, int] = field(default_factory=dict)
+    baseline_produced: dict[str, int] = field(default_factory=dict)
 
 
 def _prompts(subject: str, n: int) -> list[str]:
@@ -30,9 +34,11 @@ def _prompts(subject: str, n: int) -> list[str]:
     return [f"{article} {subject} on a {BACKGROUNDS[i % len(BACKGROUNDS)]} background" for i in range(n)]
 
 
-def _rate(pipe, prompts: list[str], seed: int, steps: int, guidance: float) -> float:
+def _rate(pipe, prompts: list[str], seed: int, steps: int, guidance: float) -> tuple[float, dict[str, int]]:
     images = generate_images(pipe, prompts, seed, num_inference_steps=steps, guidance_scale=guidance)
-    return classifier.concept_rate([classifier.classify(image) for image in images], HELD_OUT)
+    predictions = [classifier.classify(image) for image in images]
+    produced = Counter(f"{p.color} {p.shape}" for p in predictions)
+    return classifier.concept_rate(predictions, HELD_OUT), dict(produced.most_common())
 
 
 def concept_recovery(
@@ -49,9 +55,9 @@ def concept_recovery(
     from library.embeddings import load_embeddings_into, make_prompt_rewriter
 
     pipe = load_toy_pipeline(model_dir)
-    baseline = _rate(pipe, _prompts(init_word, samples), seed, steps, guidance)
+    baseline, baseline_produced = _rate(pipe, _prompts(init_word, samples), seed, steps, guidance)
     mapping = load_embeddings_into([pipe.tokenizer], [pipe.text_encoder], "sd1", [str(embedding)])
     trigger = next(iter(mapping))
     rewrite = make_prompt_rewriter(mapping)
-    recovery = _rate(pipe, [rewrite(p) for p in _prompts(trigger, samples)], seed, steps, guidance)
-    return Recovery(recovery, baseline, samples, trigger, init_word)
+    recovery, produced = _rate(pipe, [rewrite(p) for p in _prompts(trigger, samples)], seed, steps, guidance)
+    return Recovery(recovery, baseline, samples, trigger, init_word, produced, baseline_produced)
