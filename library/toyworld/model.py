@@ -18,7 +18,10 @@ def load_toy_pipeline(path: str | Path = TOY_MODEL_DIR, dtype: torch.dtype = tor
     """The toy model as a StableDiffusionPipeline with a DDIM scheduler (weights are stored fp16, loaded as `dtype`)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype)
+    # fp16 files load as fp32 by default; naming the dtype would only draw diffusers' torch_dtype/dtype rename warning
+    pipe = StableDiffusionPipeline.from_pretrained(str(path))
+    if dtype != torch.float32:
+        pipe = pipe.to(dtype=dtype)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
