@@ -98,14 +98,14 @@ def test_sd2_v_prediction_with_options(tiny_model_dir, tmp_path):
 def test_img2img_and_inpainting(tiny_model_dir, tmp_path):
     Image.new("RGB", (72, 64), (30, 200, 30)).save(tmp_path / "init.png")
     Image.new("L", (72, 64), 255).save(tmp_path / "mask.png")
-    out = tmp_path / "out"
+    # one folder per run: names sort by timestamp, then by seed, so two runs in the same second would interleave
     assert run("--ckpt", tiny_model_dir("sd1"), "--prompt", "a cat", "--image_path", tmp_path / "init.png",
-               "--strength", "0.5", "--steps", "4", "--outdir", out) == 0
+               "--strength", "0.5", "--steps", "4", "--outdir", tmp_path / "img2img") == 0
     assert run("--ckpt", tiny_model_dir("sd1"), "--prompt", "a cat", "--image_path", tmp_path / "init.png",
-               "--mask_path", tmp_path / "mask.png", "--steps", "2", "--bf16", "--no_half_vae", "--outdir", out) == 0
-    first, second = images(out)
-    assert Image.open(first).size == (72, 64)
-    assert parse_parameters(read_png_text(first)["parameters"])["Denoising strength"] == "0.5"
+               "--mask_path", tmp_path / "mask.png", "--steps", "2", "--bf16", "--no_half_vae", "--outdir", tmp_path / "inpaint") == 0
+    [img2img], [inpainted] = images(tmp_path / "img2img"), images(tmp_path / "inpaint")
+    assert Image.open(img2img).size == Image.open(inpainted).size == (72, 64)
+    assert parse_parameters(read_png_text(img2img)["parameters"])["Denoising strength"] == "0.5"
 
 
 def test_img2img_without_prompt_takes_each_images_prompt_from_its_metadata(tiny_model_dir, tmp_path):
