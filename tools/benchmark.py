@@ -146,6 +146,22 @@ def peak_memory_bytes(device) -> dict:
     return out
 
 
+def current_rss_bytes() -> int | None:
+    """Resident memory now (Linux: /proc/self/statm); None elsewhere."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_now(device) -> int | None:
+    """What grows if something leaks: allocated CUDA memory on a GPU, resident memory on a CPU."""
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    return current_rss_bytes()
+
+
 class StepRecorder:
     """Wraps `training_step`: records when each call starts, its batch's shape, and the objects it was given."""
 
@@ -157,7 +173,8 @@ class StepRecorder:
         self.batch_by_shape: dict[tuple, dict] = {}
         self.profile_step = profile_step
         self.profiler = None
-        self.memory_after_steps: dict | None = None
+        self.memory_at_start: list[int | None] = []  # memory_now() as each step begins
+        self.setup_peak: dict | None = None  # peak memory before the first step: model load and latent caching
 
     def __call__(self, batch, models, family, text_encoders, settings, generators, accelerator, snr):
         _sync(accelerator.device)
@@ -170,6 +187,9 @@ class StepRecorder:
             self.profiler = torch.profiler.profile(activities=_profiler_activities(accelerator.device), record_shapes=False)
             self.profiler.__enter__()
         self.starts.append(now)
+        self.memory_at_start.append(memory_now(accelerator.device))
+        if self.setup_peak is None:
+            self.setup_peak = peak_memory_bytes(accelerator.device)
         shape = _batch_shape(batch)
         self.shapes.append(shape)
         self.batch_by_shape.setdefault(shape, {k: v for k, v in batch.items()})
@@ -287,6 +307,7 @@ def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
         ratios = [durations[i] / floors[recorder.shapes[i]] for i in timed]
         floor_per_step = [floors[recorder.shapes[i]] for i in timed]
         load_after = load_average()
+        growth = memory_growth(recorder.memory_at_start, opts.warmup)
 
         result = {
             "label": opts.label,
@@ -316,11 +337,22 @@ def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
             "first_step_s": durations[0],
             "load_average_before": load_before,
             "load_average_after": load_after,
+            **growth,
             **memory,
+            "setup_peak_rss_bytes": recorder.setup_peak["peak_rss_bytes"],
         }
         if getattr(recorder, "profiled", None) is not None:
             result["profile_top"] = profile_rows(recorder.profiled, torch.device(device).type == "cuda")
     return result
+
+
+def memory_growth(samples: list[int | None], warmup: int) -> dict:
+    """Memory at the first timed step and at the last step: steady state means no growth across epochs."""
+    timed = [m for m in samples[warmup:] if m is not None]
+    if len(timed) < 2:
+        return {}
+    return {"memory_first_timed_step_bytes": timed[0], "memory_last_step_bytes": timed[-1],
+            "memory_max_timed_bytes": max(timed), "memory_growth_bytes": timed[-1] - timed[0]}
 
 
 def profile_rows(prof, cuda: bool, top: int = 15) -> list[dict]:
@@ -338,9 +370,15 @@ def summary_lines(r: dict) -> list[str]:
         f"steady state: {r['step_s_median']:.3f} s/step (min {r['step_s_min']:.3f}, max {r['step_s_max']:.3f}, {r['timed_steps']} steps)",
         f"compute floor: {r['floor_s_median']:.3f} s   step/floor: {r['step_over_floor_median']:.3f}",
         f"time to first step: {r['time_to_first_step_s']:.1f} s (setup {r['setup_s']:.1f} s + first step {r['first_step_s']:.1f} s; imports {r['import_s']:.1f} s before)",
-        f"peak RSS: {r['peak_rss_bytes'] / gib:.2f} GiB" + (f"   peak CUDA allocated: {r['peak_cuda_allocated_bytes'] / gib:.2f} GiB" if "peak_cuda_allocated_bytes" in r else ""),
+        f"peak RSS: {r['peak_rss_bytes'] / gib:.2f} GiB (before the first step: {r['setup_peak_rss_bytes'] / gib:.2f} GiB)" + (f"   peak CUDA allocated: {r['peak_cuda_allocated_bytes'] / gib:.2f} GiB" if "peak_cuda_allocated_bytes" in r else ""),
         f"load average: {r['load_average_before']} -> {r['load_average_after']}",
     ]
+    if "memory_growth_bytes" in r:
+        mib = 1024**2
+        kind = "CUDA allocated" if r["device"].startswith("cuda") else "RSS"
+        lines.insert(-1, f"{kind} at the first timed step {r['memory_first_timed_step_bytes'] / mib:.0f} MiB, at the last "
+                         f"{r['memory_last_step_bytes'] / mib:.0f} MiB (growth {r['memory_growth_bytes'] / mib:+.1f} MiB over "
+                         f"{r['timed_steps']} steps, {r['timed_steps'] * r['batch_size'] / len(IMAGE_SIZES):.0f} epochs)")
     for row in r.get("profile_top", []):
         lines.append(f"  {row['self_ms']:9.1f} ms  {100 * row['share']:5.1f}%  x{row['calls']:<5d} {row['op']}")
     return lines

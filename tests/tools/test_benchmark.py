@@ -1,16 +1,13 @@
 """Smoke runs of tools/benchmark.py and tools/make_random_model.py on tiny models: the fields exist and are
 positive. No timing is asserted (speed is measured by the benchmark, never by tests)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from library.cli import run_main
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
+from tests.helpers.tools import load_tool
 
 
 @pytest.fixture(autouse=True)
@@ -23,16 +20,9 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sdxl"])
 def test_benchmark_smoke_writes_positive_numbers(tmp_path, model):
-    bench = _load("benchmark")
+    bench = load_tool("benchmark")
     out = tmp_path / "bench.json"
     assert run_main(bench.main, ["--model", model, "--steps", "2", "--warmup", "1", "--profile", "1",
                                  "--cache_latents", "--workdir", str(tmp_path / "work"), "--json", str(out)]) == 0
@@ -40,14 +30,17 @@ def test_benchmark_smoke_writes_positive_numbers(tmp_path, model):
     assert result["sdxl"] is (model == "tiny-sdxl")
     assert result["timed_steps"] == 2 and len(result["step_s_all"]) == 2
     for key in ("step_s_median", "step_s_min", "step_s_max", "floor_s_median", "step_over_floor_median",
-                "setup_s", "time_to_first_step_s", "first_step_s", "peak_rss_bytes"):
+                "setup_s", "time_to_first_step_s", "first_step_s", "peak_rss_bytes", "setup_peak_rss_bytes",
+                "memory_first_timed_step_bytes", "memory_last_step_bytes"):
         assert result[key] > 0, key
+    assert result["setup_peak_rss_bytes"] <= result["peak_rss_bytes"]
+    assert result["memory_growth_bytes"] == result["memory_last_step_bytes"] - result["memory_first_timed_step_bytes"]
     assert result["floor_s_by_shape"] and all(v > 0 for v in result["floor_s_by_shape"].values())
     assert result["profile_top"] and all(row["self_ms"] >= 0 for row in result["profile_top"])
 
 
 def test_benchmark_passes_unknown_flags_to_the_trainer(tmp_path):
-    bench = _load("benchmark")
+    bench = load_tool("benchmark")
     out = tmp_path / "bench.json"
     assert run_main(bench.main, ["--model", "tiny-sd1", "--steps", "1", "--warmup", "0", "--mixed_precision", "bf16",
                                  "--clip_skip", "2", "--workdir", str(tmp_path / "work"), "--json", str(out)]) == 0
@@ -57,7 +50,7 @@ def test_benchmark_passes_unknown_flags_to_the_trainer(tmp_path):
 
 def test_random_model_tools_builds_finite_weights_offline(tmp_path):
     """The builder's init on a real (small) config: every tensor finite and materialised, buffers rebuilt."""
-    make = _load("make_random_model")
+    make = load_tool("make_random_model")
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(vocab_size=99, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,

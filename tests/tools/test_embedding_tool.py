@@ -1,6 +1,5 @@
 """Specification of tools/embedding.py: inspect prints what a user needs, convert round-trips bit-exactly."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +9,14 @@ import torch
 
 from library.cli import EXIT_USER_ERROR, run_main
 from library.embeddings import read_embedding, save_embedding
+from tests.helpers.tools import load_tool
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "embedding.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("embedding_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool("embedding")
     return lambda *argv: run_main(module.main, [str(a) for a in argv])
 
 
