@@ -126,6 +126,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if args.gradient_checkpointing:
         model_setup.enable_gradient_checkpointing(models)
     model_setup.set_attention(args, models.unet)
+    if args.torch_compile:
+        model_setup.compile_unet(args, models.unet)
     prepared = accelerator.prepare(*models.text_encoders, optimizer, dataloader)
     text_encoders, optimizer, dataloader = list(prepared[:-2]), prepared[-2], prepared[-1]
 

@@ -81,3 +81,21 @@ def set_attention(args: argparse.Namespace, unet) -> None:
     elif args.mem_eff_attn:
         # PyTorch's SDPA already picks a memory-efficient kernel; sliced attention is the CPU-safe fallback
         unet.set_attention_slice("auto")
+
+
+def compile_unet(args: argparse.Namespace, unet) -> None:
+    """--torch_compile: compile the U-Net in place (`Module.compile`), so pipelines and hooks still see a UNet.
+
+    Each new bucket shape costs one recompilation; after the second, dynamo compiles for dynamic shapes.
+    """
+    if args.dynamo_backend == "inductor" and unet.device.type == "cpu" and not _has_cxx_compiler():
+        raise UserError("--torch_compile with --dynamo_backend inductor on a CPU needs a C++ compiler (g++ or clang++) on PATH; "
+                        "install one, or drop --torch_compile")
+    unet.compile(backend=args.dynamo_backend)
+
+
+def _has_cxx_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+
