@@ -4,7 +4,9 @@ Phases, each visible below:
   1. VAE (AutoencoderKL, /4) on freshly drawn scenes: L1 reconstruction + a small KL term.
   2. Encode a fixed set of scenes to latents once; the latent scale becomes vae.config.scaling_factor.
   3. UNet + CLIP text encoder jointly, from scratch, on (latent, caption) pairs with caption dropout
-     (so classifier-free guidance works), min-SNR weighting and EMA weights; the EMA weights are saved
+     (so classifier-free guidance works) and captions without their color word ("a star on a black background",
+     so a prompt that names no color draws a shape in one of the colors seen with it), min-SNR weighting and
+     EMA weights; the EMA weights are saved
      as the model every --save_every steps, so a partial run still leaves a usable model.
 The held-out concept (library.toyworld.world.HELD_OUT) is excluded from every phase.
 See docs/toy_model.md for the run that produced library/resources/toy_model.
@@ -32,10 +34,10 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusi
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from library.tokenizers import load_bundled_tokenizer  # noqa: E402
-from library.toyworld.evaluate import prompt_following, seen_scenes  # noqa: E402
+from library.toyworld.evaluate import concept_rate, prompt_following, seen_scenes  # noqa: E402
 from library.toyworld.model import TOY_MODEL_DIR  # noqa: E402
 from library.toyworld.classifier import accuracy, classify  # noqa: E402
-from library.toyworld.world import HELD_OUT, caption, render_array, sample_scene, sample_scenes  # noqa: E402
+from library.toyworld.world import BACKGROUNDS, HELD_OUT, caption, render_array, sample_scene, sample_scenes  # noqa: E402
 
 TEXT_HIDDEN = 64  # the 49408-row token table dominates the text encoder: 49408 x 64 x 2 bytes = 6.3 MB in fp16
 
@@ -59,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--unet_init", default=None, help="continue from this model's UNet and text encoder (a diffusers directory) instead of fresh ones")
     p.add_argument("--warmup_steps", type=int, default=100)
     p.add_argument("--caption_dropout", type=float, default=0.1, help="fraction of empty captions (for guidance)")
+    p.add_argument("--color_dropout", type=float, default=0.2,
+                   help="fraction of captions without their color word: a Textual Inversion init word alone ('star') then "
+                        "means a star of a seen color, not whatever color the model improvises")
     p.add_argument("--noise_offset", type=float, default=0.1, help="per-channel noise offset: lets flat black/white backgrounds come out")
     p.add_argument("--min_snr_gamma", type=float, default=5.0, help="min-SNR loss weighting; 0 disables")
     p.add_argument("--ema_decay", type=float, default=0.999)
@@ -242,7 +247,8 @@ def encode_scenes(vae: AutoencoderKL, scenes, bf16: bool) -> tuple[torch.Tensor,
     return torch.cat(means), torch.cat(stds)
 
 
-def train_unet(args, vae, latent_mean, latent_std, captions, tokenizer, out: Path, info: dict):
+def train_unet(args, vae, latent_mean, latent_std, captions, colorless, tokenizer, out: Path, info: dict):
+    """`captions[i]` names scene i's color, shape and background; `colorless[i]` its shape and background only."""
     torch.manual_seed(args.seed + 1)
     scheduler = build_scheduler()
     if args.unet_init:
@@ -259,9 +265,10 @@ def train_unet(args, vae, latent_mean, latent_std, captions, tokenizer, out: Pat
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.0)
 
     # every caption tokenized once; index -1 is the empty caption used for dropout
-    unique = sorted(set(captions))
+    unique = sorted(set(captions) | set(colorless))
     ids = tokenizer(unique + [""], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     caption_index = torch.tensor([unique.index(c) for c in captions])
+    colorless_index = torch.tensor([unique.index(c) for c in colorless])
     alphas_cumprod = scheduler.alphas_cumprod
     scale = vae.config.scaling_factor
     sampling_scheduler = DDIMScheduler.from_config(scheduler.config)
@@ -275,7 +282,10 @@ def train_unet(args, vae, latent_mean, latent_std, captions, tokenizer, out: Pat
         batch = torch.randint(0, n, (args.batch_size,), generator=generator)
         latents = (latent_mean[batch] + latent_std[batch] * torch.randn(latent_mean[batch].shape, generator=generator)) * scale
         rows = caption_index[batch].clone()
-        rows[torch.rand(args.batch_size, generator=generator) < args.caption_dropout] = len(unique)  # empty caption
+        draw = torch.rand(args.batch_size, generator=generator)
+        rows[draw < args.caption_dropout] = len(unique)  # empty caption
+        no_color = (draw >= args.caption_dropout) & (draw < args.caption_dropout + args.color_dropout)
+        rows[no_color] = colorless_index[batch][no_color]
         noise = torch.randn(latents.shape, generator=generator)
         noise += args.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
@@ -309,9 +319,14 @@ def train_unet(args, vae, latent_mean, latent_std, captions, tokenizer, out: Pat
         if (step + 1) % args.save_every == 0 or done or out_of_time:
             pipe = make_pipeline(vae, ema_text_encoder, ema_unet, tokenizer, sampling_scheduler)
             scores = prompt_following(pipe, eval_scenes, seed=0, num_inference_steps=20)  # a quick progress check
-            info.update(unet_steps_done=step + 1, unet_minutes=round((time.time() - start) / 60, 1), eval_seen_prompts=scores)
+            # the Textual Inversion baseline: how often "a star on a ... background" comes out as the held-out purple star
+            init_word = float(np.mean([concept_rate(pipe, f"a {HELD_OUT[1]} on a {bg} background", HELD_OUT, 8, num_inference_steps=20)
+                                       for bg in BACKGROUNDS]))
+            info.update(unet_steps_done=step + 1, unet_minutes=round((time.time() - start) / 60, 1), eval_seen_prompts=scores,
+                        eval_init_word_held_out_rate=init_word)
             save_model(out, vae, ema_text_encoder, ema_unet, tokenizer, info)
-            log(f"saved {out} at step {step + 1}; {args.eval_prompts} seen prompts, 20 DDIM steps, guidance 5: {scores}")
+            log(f"saved {out} at step {step + 1}; {args.eval_prompts} seen prompts, 20 DDIM steps, guidance 5: {scores}; "
+                f"'a {HELD_OUT[1]} on a ... background' drew the held-out concept {init_word:.0%} of the time")
         if out_of_time:
             log(f"--max_minutes {args.max_minutes} reached; stopping")
             break
@@ -352,7 +367,8 @@ def main(argv=None) -> None:
 
     # 3. UNet + text encoder
     tokenizer = load_bundled_tokenizer("sd1")
-    train_unet(args, vae, latent_mean, latent_std, [caption(s) for s in scenes], tokenizer, out, info)
+    colorless = [caption(s, subject=s.shape) for s in scenes]
+    train_unet(args, vae, latent_mean, latent_std, [caption(s) for s in scenes], colorless, tokenizer, out, info)
     log(f"total {(time.time() - t0) / 60:.1f} min")
 
 

@@ -21,6 +21,7 @@ def test_tiny_run_writes_a_loadable_model(tmp_path):
     )
     info = json.loads((out / "train_info.json").read_text())
     assert info["unet_steps_done"] == 2 and set(info["eval_seen_prompts"]) >= {"color", "shape"}
+    assert 0 <= info["eval_init_word_held_out_rate"] <= 1
     assert json.loads((out / "text_encoder" / "config.json").read_text())["dtype"] == "float32"
 
     from diffusers import StableDiffusionPipeline
