@@ -3,17 +3,19 @@
 `prompt_following`: how often generated images show the color, shape and background that their prompt names.
 `concept_rate`: how often images for one prompt show a given (color, shape) concept; the Textual Inversion
 metric compares it for "a toyxstar on a white background" against the init word alone ("a star on ...").
+`classifier_accuracy`: the classifier itself on fresh renders, clean and blurred/noised like generated images.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from library.toyworld import classifier
-from library.toyworld.world import HELD_OUT, Scene, caption, sample_scenes
+from library.toyworld.world import HELD_OUT, Scene, caption, render, sample_scenes
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 5.0
@@ -61,3 +63,27 @@ def concept_rate(pipe, prompt: str, concept: tuple[str, str], n: int, seed: int 
     """Fraction of `n` images for `prompt` that show `concept` (and `background`, if given)."""
     images = generate_images(pipe, [prompt] * n, seed, **generate_kwargs)
     return classifier.concept_rate([classifier.classify(image) for image in images], concept, background)
+
+
+# (Gaussian blur radius, noise sigma): generated images are softer and noisier than renders
+DEGRADATIONS = ((0.0, 0.0), (1.0, 0.0), (1.5, 10.0), (2.0, 15.0), (2.5, 10.0), (1.0, 25.0))
+
+
+def degrade(image: Image.Image, rng: np.random.Generator, blur: float, noise: float) -> Image.Image:
+    """`image` blurred by `blur` px and with Gaussian pixel noise of sigma `noise` (0-255 scale)."""
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(blur)) if blur else image, dtype=np.float32)
+    pixels = pixels + rng.normal(0, noise, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def classifier_accuracy(n: int = 1000, seed: int = 12345) -> list[dict[str, float]]:
+    """Color and shape accuracy of the classifier on `n` fresh scenes, once per entry of DEGRADATIONS."""
+    scenes = sample_scenes(n, seed)
+    renders = [render(s) for s in scenes]
+    rows = []
+    for blur, noise in DEGRADATIONS:
+        rng = np.random.default_rng(seed)
+        predictions = [classifier.classify(degrade(image, rng, blur, noise)) for image in renders]
+        rows.append({"blur": blur, "noise": noise, **classifier.accuracy(predictions, [s.concept for s in scenes])})
+    return rows
+
