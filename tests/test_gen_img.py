@@ -187,3 +187,25 @@ def test_fp16_on_cpu_says_what_to_do(capsys):
 @pytest.mark.skipif(importlib.util.find_spec("xformers") is not None, reason="xformers is installed")
 def test_xformers_missing_says_how_to_install(capsys):
     assert "--xformers needs the package 'xformers'" in error_of(capsys, "--ckpt", "m", "--prompt", "x", "--xformers")
+
+
+@pytest.mark.slow
+def test_the_demo_embedding_draws_its_concept_on_the_toy_model(toy_demo_out, tmp_path):
+    """End to end on the shipped toy model: the embedding the README's main job trained, loaded by file name."""
+    from library.toyworld.classifier import classify
+    from library.toyworld.model import TOY_MODEL_DIR
+    from library.toyworld.world import BACKGROUNDS, HELD_OUT
+
+    def purple_stars(subject: str, out: Path) -> int:
+        prompts = tmp_path / f"{subject}.txt"
+        prompts.write_text("".join(f"a {subject} on a {BACKGROUNDS[i % 3]} background --d {i}\n" for i in range(12)))
+        assert run("--ckpt", TOY_MODEL_DIR, "--textual_inversion_embeddings", toy_demo_out / "toyxstar.safetensors",
+                   "--from_file", prompts, "--W", "64", "--H", "64", "--steps", "25", "--scale", "5",
+                   "--sequential_file_name", "--outdir", out) == 0
+        return sum(classify(Image.open(p)).concept == HELD_OUT for p in images(out))
+
+    with_token = purple_stars("toyxstar", tmp_path / "token")
+    init_word_only = purple_stars("star", tmp_path / "star")  # same seeds, the embedding loaded but not used
+    assert with_token >= 8 and with_token - init_word_only >= 6, (with_token, init_word_only)
+    parameters = parse_parameters(read_png_text(images(tmp_path / "token")[0])["parameters"])
+    assert "toyxstar" in parameters["TI hashes"]

@@ -3,13 +3,14 @@
 
 Generates a handful of images of the toy world's held-out concept (a shape/color pair the toy model never saw),
 captions them with the token string, and runs train_textual_inversion.py on them with sample images and a
-loss chart. Without the shipped toy model (a source checkout from before it existed) a tiny random model is
-built on the fly instead: the run is then a smoke test, not a demonstration of learning.
+loss chart. docs/quickstart.md shows the run; tools/concept_recovery.py scores the embedding.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -18,22 +19,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from library.cli import run_main  # noqa: E402
+from library.errors import UserError  # noqa: E402
 
 TOKEN = "toyxstar"
+DEFAULT_STEPS = 300  # measured in docs/quickstart.md
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="folder for the images, the embedding, samples and the loss chart")
     parser.add_argument("--images", type=int, default=8, help="training images to generate")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the toy model's tuned value)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps")
     parser.add_argument("--seed", type=int, default=42)
     return parser.parse_args(argv)
 
 
-def toy_model_dir() -> Path | None:
-    path = REPO / "library" / "resources" / "toy_model"
-    return path if (path / "model_index.json").is_file() else None
+def toy_model_dir() -> Path:
+    """The shipped toy model; a clear error if this checkout lacks it (its weights are part of the repository)."""
+    from library.toyworld.model import TOY_MODEL_DIR
+
+    if not (TOY_MODEL_DIR / "model_index.json").is_file():
+        raise UserError(f"the toy model is missing from {TOY_MODEL_DIR}; it is part of the repository: restore it with "
+                        "`git checkout -- library/resources/toy_model` (or rebuild it, see docs/toy_model.md)")
+    return TOY_MODEL_DIR
 
 
 def write_dataset(out: Path, count: int, seed: int) -> Path:
@@ -50,13 +58,45 @@ def write_dataset(out: Path, count: int, seed: int) -> Path:
     return config
 
 
+SAMPLE_PROMPTS = [
+    f"a {TOKEN} on a white background",
+    f"a {TOKEN} on a gray background",
+    "a star on a white background",  # the init word alone: what the model drew before the new token
+]
+
+
 def write_sample_prompts(out: Path) -> Path:
     path = out / "sample_prompts.txt"
-    path.write_text(
-        f"a {TOKEN} on a white background --w 64 --h 64 --d 1 --s 20 --l 4\n"
-        f"a {TOKEN} on a black background --w 64 --h 64 --d 2 --s 20 --l 4\n"
-        "a star on a white background --w 64 --h 64 --d 1 --s 20 --l 4\n"
-    )
+    path.write_text("".join(f"{prompt} --w 64 --h 64 --d {i + 1} --s 20 --l 4\n" for i, prompt in enumerate(SAMPLE_PROMPTS)))
+    return path
+
+
+def write_sample_grid(sample_dir: Path, name: str, path: Path, scale: int = 2) -> Path | None:
+    """One labelled PNG of the samples taken during training: a row per sampling step, a column per prompt."""
+    from PIL import Image, ImageDraw
+
+    pattern = re.compile(rf"^{re.escape(name)}_(\d+)_(\d+)_")
+    cells = {}
+    for file in sorted(sample_dir.glob(f"{name}_*.png")):
+        match = pattern.match(file.name)
+        if match:
+            cells[(int(match.group(1)), int(match.group(2)))] = file
+    if not cells:
+        return None
+    steps = sorted({step for step, _ in cells})
+    columns = sorted({column for _, column in cells})
+    width, height = (side * scale for side in Image.open(next(iter(cells.values()))).size)
+    label_w, label_h = 64, 14  # room for "step 300" on the left and a prompt number on top
+    grid = Image.new("RGB", (label_w + width * len(columns), label_h + height * len(steps)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, column in enumerate(columns):
+        draw.text((label_w + j * width + 4, 1), f"prompt {column + 1}", fill="black")
+    for i, step in enumerate(steps):
+        draw.text((4, label_h + i * height + height // 2 - 5), f"step {step}", fill="black")
+    for (step, column), file in cells.items():
+        image = Image.open(file).convert("RGB").resize((width, height), Image.NEAREST)
+        grid.paste(image, (label_w + columns.index(column) * width, label_h + steps.index(step) * height))
+    grid.save(path)
     return path
 
 
@@ -66,20 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = toy_model_dir()
     steps = args.steps
-    if model is None:
-        from library.models.tiny import save_tiny_model
-
-        model = save_tiny_model("sd1", out / "tiny_model")
-        print("note: the toy model is not in this checkout; training a tiny random model (a smoke test)")
-        steps = steps or 20
-    steps = steps or 300
     config = write_dataset(out, args.images, args.seed)
     prompts = write_sample_prompts(out)
 
-    from train_textual_inversion import main as train_main
-
-    started = time.time()
-    train_main([
+    argv = [
         f"--pretrained_model_name_or_path={model}",
         f"--dataset_config={config}",
         f"--output_dir={out}",
@@ -97,8 +127,21 @@ def main(argv: list[str] | None = None) -> None:
         f"--sample_every_n_steps={max(1, steps // 3)}",
         "--sample_at_first",
         "--max_data_loader_n_workers=0",
-    ])
-    print(f"done in {time.time() - started:.0f} s: embedding {out / 'toyxstar.safetensors'}, samples in {out / 'sample'}, loss chart {out / 'toyxstar_loss.png'}")
+    ]
+    print("the same run from a shell:\n  python train_textual_inversion.py " + " ".join(shlex.quote(a) for a in argv))
+
+    from train_textual_inversion import main as train_main
+
+    started = time.time()
+    train_main(argv)
+    grid = write_sample_grid(out / "sample", "toyxstar", out / "sample_grid.png")
+    print(f"done in {time.time() - started:.0f} s: embedding {out / 'toyxstar.safetensors'}, samples in {out / 'sample'}, "
+          f"loss chart {out / 'toyxstar_loss.png'}")
+    if grid:
+        print(f"sample grid {grid}: a row per sampling step, a column per prompt:")
+        for i, prompt in enumerate(SAMPLE_PROMPTS):
+            print(f"  prompt {i + 1}: {prompt}")
+    print(f"score it: python tools/concept_recovery.py --embedding {out / 'toyxstar.safetensors'}")
 
 
 if __name__ == "__main__":
