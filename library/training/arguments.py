@@ -114,7 +114,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--sdpa", action="store_true", help="use PyTorch scaled-dot-product attention")
     add("--xformers", action="store_true", help="use xformers memory-efficient attention (needs the xformers package)")
     add("--mem_eff_attn", action="store_true", help="use memory-efficient attention")
-    add("--torch_compile", action="store_true", help="compile the U-Net with torch.compile")
+    add("--torch_compile", action="store_true", help="compile the U-Net with torch.compile (each bucket shape compiles once)")
     add("--dynamo_backend", type=str, default="inductor", choices=DYNAMO_BACKENDS, help="torch.compile backend (default inductor)")
     add("--lowram", action="store_true", help="accepted for sd-scripts compatibility; no effect (models load straight to the device)")
     add("--highvram", action="store_true", help="accepted for sd-scripts compatibility; no effect")

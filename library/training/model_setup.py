@@ -86,12 +86,14 @@ def set_attention(args: argparse.Namespace, unet) -> None:
 def compile_unet(args: argparse.Namespace, unet) -> None:
     """--torch_compile: compile the U-Net in place (`Module.compile`), so pipelines and hooks still see a UNet.
 
-    Each new bucket shape costs one recompilation; after the second, dynamo compiles for dynamic shapes.
+    Static shapes: each bucket shape compiles once (minutes on a CPU). Dynamo's default would switch to a dynamic-shape
+    graph at the second shape, which inductor (torch 2.13, CPU) fails to build for the UNet ("cannot determine truth
+    value of Relational"). Past dynamo's cache limit (8 shapes) further shapes run uncompiled.
     """
     if args.dynamo_backend == "inductor" and unet.device.type == "cpu" and not _has_cxx_compiler():
         raise UserError("--torch_compile with --dynamo_backend inductor on a CPU needs a C++ compiler (g++ or clang++) on PATH; "
                         "install one, or drop --torch_compile")
-    unet.compile(backend=args.dynamo_backend)
+    unet.compile(backend=args.dynamo_backend, dynamic=False)
 
 
 def _has_cxx_compiler() -> bool:
