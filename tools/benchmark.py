@@ -2,7 +2,7 @@
 """Benchmark our TI trainer: steady-state s/step, time to first step, peak memory and the compute floor, in one run.
 
 Runs the real trainer (`library.training.loop.train`: the real dataset, buckets, latent cache, adapters, optimizer
-and `training_step`) on a generated image set, the one in /work/shared/BENCHMARKS.md: 3x 512x512, 2x 512x768,
+and `training_step`) on a generated image set, the reference configuration of docs/performance.md: 3x 512x512, 2x 512x768,
 2x 768x512, 1x 640x512, captions containing the token string, buckets 128..512 step 64 at --resolution.
 Steps are timed from one `training_step` call to the next (so a step includes data loading, the loss, backward,
 the optimizer and the loop's bookkeeping); the timing wrapper only reads the clock.
@@ -26,6 +26,7 @@ _PROCESS_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -56,8 +57,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
-    parser.add_argument("--steps", type=int, default=12, help="timed steps after the warm-up")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=16, help="timed steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=len(IMAGE_SIZES),
+                        help="untimed steps first; the default, one epoch at batch 1, lets every bucket shape allocate its "
+                             "buffers and build its kernels once")
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--cache_latents", action="store_true")
     parser.add_argument("--floor_repeats", type=int, default=2, help="timed floor passes per bucket shape (after one untimed)")
@@ -352,7 +355,8 @@ def memory_growth(samples: list[int | None], warmup: int) -> dict:
     if len(timed) < 2:
         return {}
     return {"memory_first_timed_step_bytes": timed[0], "memory_last_step_bytes": timed[-1],
-            "memory_max_timed_bytes": max(timed), "memory_growth_bytes": timed[-1] - timed[0]}
+            "memory_max_timed_bytes": max(timed), "memory_growth_bytes": timed[-1] - timed[0],
+            "memory_at_step_start_bytes": samples}
 
 
 def profile_rows(prof, cuda: bool, top: int = 15) -> list[dict]:
@@ -379,6 +383,10 @@ def summary_lines(r: dict) -> list[str]:
         lines.insert(-1, f"{kind} at the first timed step {r['memory_first_timed_step_bytes'] / mib:.0f} MiB, at the last "
                          f"{r['memory_last_step_bytes'] / mib:.0f} MiB (growth {r['memory_growth_bytes'] / mib:+.1f} MiB over "
                          f"{r['timed_steps']} steps, {r['timed_steps'] * r['batch_size'] / len(IMAGE_SIZES):.0f} epochs)")
+        period = max(1, math.ceil(len(IMAGE_SIZES) / r["batch_size"]))
+        every = "at the start of each epoch" if r["batch_size"] == 1 else f"every {period} steps"
+        marks = [m for m in r["memory_at_step_start_bytes"][::period] if m is not None]
+        lines.insert(-1, f"{kind} {every}: " + ", ".join(f"{m / mib:.0f}" for m in marks) + " MiB")
     for row in r.get("profile_top", []):
         lines.append(f"  {row['self_ms']:9.1f} ms  {100 * row['share']:5.1f}%  x{row['calls']:<5d} {row['op']}")
     return lines
