@@ -86,4 +86,3 @@ def classifier_accuracy(n: int = 1000, seed: int = 12345) -> list[dict[str, floa
         predictions = [classifier.classify(degrade(image, rng, blur, noise)) for image in renders]
         rows.append({"blur": blur, "noise": noise, **classifier.accuracy(predictions, [s.concept for s in scenes])})
     return rows
-
