@@ -100,6 +100,15 @@ def write_sample_grid(sample_dir: Path, name: str, path: Path, scale: int = 2) -
     return path
 
 
+def python_command() -> str:
+    """The interpreter running this script, as a user would type it (``.venv/bin/python`` after ``make demo``)."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "--sample_at_first",
         "--max_data_loader_n_workers=0",
     ]
-    print("the same run from a shell:\n  python train_textual_inversion.py " + " ".join(shlex.quote(a) for a in argv))
+    print(f"the same run from a shell:\n  {python_command()} train_textual_inversion.py " + " ".join(shlex.quote(a) for a in argv))
 
     from train_textual_inversion import main as train_main
 
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sample grid {grid}: a row per sampling step, a column per prompt:")
         for i, prompt in enumerate(SAMPLE_PROMPTS):
             print(f"  prompt {i + 1}: {prompt}")
-    print(f"score it: python tools/concept_recovery.py --embedding {out / 'toyxstar.safetensors'}")
+    print(f"score it: {python_command()} tools/concept_recovery.py --embedding {out / 'toyxstar.safetensors'}")
 
 
 if __name__ == "__main__":
