@@ -58,9 +58,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--steps", type=int, default=16, help="timed steps after the warm-up")
-    parser.add_argument("--warmup", type=int, default=len(IMAGE_SIZES),
-                        help="untimed steps first; the default, one epoch at batch 1, lets every bucket shape allocate its "
-                             "buffers and build its kernels once")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps first; the default, one epoch (8 steps at batch 1, 16 with --reg_images), lets "
+                             "every bucket shape allocate its buffers and build its kernels once")
+    parser.add_argument("--reg_images", action="store_true",
+                        help="add the same 8 images as regularisation images, captioned without the token: half of each "
+                             "epoch's batches cannot reach the vectors, and the trainer skips their backward pass")
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--cache_latents", action="store_true")
     parser.add_argument("--floor_repeats", type=int, default=2, help="timed floor passes per bucket shape (after one untimed)")
@@ -74,7 +77,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 # --- inputs ------------------------------------------------------------------------------------------------
 
 
-def write_images(folder: Path, seed: int = 0) -> None:
+def write_images(folder: Path, seed: int = 0, subject: str = f"{TOKEN}, girl") -> None:
     """The benchmark's 8 images (smooth colour fields plus noise, like photos to a JPEG/VAE) and captions."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -83,16 +86,19 @@ def write_images(folder: Path, seed: int = 0) -> None:
         base = np.stack([np.sin(xx / (37 + 9 * i) + c) * np.cos(yy / (53 + 7 * c) + i) for c in range(3)], axis=-1)
         pixels = np.clip(127.5 + 90 * base + rng.normal(0, 12, size=(h, w, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"img_{i:02d}.png")
-        (folder / f"img_{i:02d}.txt").write_text(f"a photo of {TOKEN}, girl, standing, outdoors, detailed {i}")
+        (folder / f"img_{i:02d}.txt").write_text(f"a photo of {subject}, standing, outdoors, detailed {i}")
 
 
-def write_dataset_toml(root: Path, images: Path, resolution: int, batch_size: int) -> Path:
+def write_dataset_toml(root: Path, images: Path, resolution: int, batch_size: int, reg_images: Path | None = None) -> Path:
     config = root / "dataset.toml"
-    config.write_text(
+    text = (
         "[general]\ncaption_extension = '.txt'\nenable_bucket = true\nmin_bucket_reso = 128\nmax_bucket_reso = 512\n"
         f"bucket_reso_steps = 64\n[[datasets]]\nresolution = {resolution}\nbatch_size = {batch_size}\n"
         f"[[datasets.subsets]]\nimage_dir = '{images.as_posix()}'\nnum_repeats = 1\n"
     )
+    if reg_images is not None:
+        text += f"[[datasets.subsets]]\nimage_dir = '{reg_images.as_posix()}'\nnum_repeats = 1\nis_reg = true\n"
+    config.write_text(text)
     return config
 
 
@@ -177,6 +183,7 @@ class StepRecorder:
         self.profile_step = profile_step
         self.profiler = None
         self.memory_at_start: list[int | None] = []  # memory_now() as each step begins
+        self.with_backward: list[bool] = []  # False where the loop skips the backward (no trained token in the batch)
         self.setup_peak: dict | None = None  # peak memory before the first step: model load and latent caching
 
     def __call__(self, batch, models, family, text_encoders, settings, generators, accelerator, snr):
@@ -191,6 +198,7 @@ class StepRecorder:
             self.profiler.__enter__()
         self.starts.append(now)
         self.memory_at_start.append(memory_now(accelerator.device))
+        self.with_backward.append(torch.is_grad_enabled())
         if self.setup_peak is None:
             self.setup_peak = peak_memory_bytes(accelerator.device)
         shape = _batch_shape(batch)
@@ -280,7 +288,11 @@ def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
         root.mkdir(parents=True, exist_ok=True)
         images = root / "images"
         write_images(images)
-        config = write_dataset_toml(root, images, opts.resolution, opts.batch_size)
+        reg_images = None
+        if opts.reg_images:
+            reg_images = root / "reg_images"
+            write_images(reg_images, seed=1, subject="girl")
+        config = write_dataset_toml(root, images, opts.resolution, opts.batch_size, reg_images)
         model, is_sdxl = resolve_model(opts.model, root)
         sdxl = opts.sdxl or bool(is_sdxl)
         args = parse_args_with_config(entry.setup_parser(sdxl), trainer_argv(opts, model, config, root / "out", extra))
@@ -307,8 +319,11 @@ def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
             raise RuntimeError(f"only {len(durations)} step(s) could be timed; raise --steps")
         step_times = [durations[i] for i in timed]
         floors = measure_floor(recorder, opts.floor_repeats)
-        ratios = [durations[i] / floors[recorder.shapes[i]] for i in timed]
-        floor_per_step = [floors[recorder.shapes[i]] for i in timed]
+        # the floor is a full step's compute: compare it with the steps that ran their backward
+        full = [i for i in timed if recorder.with_backward[i]] or timed
+        skipped = [durations[i] for i in timed if not recorder.with_backward[i]]
+        ratios = [durations[i] / floors[recorder.shapes[i]] for i in full]
+        floor_per_step = [floors[recorder.shapes[i]] for i in full]
         load_after = load_average()
         growth = memory_growth(recorder.memory_at_start, opts.warmup)
 
@@ -330,6 +345,10 @@ def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
             "step_s_min": min(step_times),
             "step_s_max": max(step_times),
             "step_s_all": step_times,
+            "batches_per_epoch": opts.batches_per_epoch,
+            "step_s_median_with_backward": statistics.median(durations[i] for i in full),
+            "skipped_backward_steps": len(skipped),
+            "step_s_median_skipped_backward": statistics.median(skipped) if skipped else None,
             "floor_s_median": statistics.median(floor_per_step),
             "floor_s_by_shape": {"x".join(map(str, shape)): s for shape, s in floors.items()},
             "step_over_floor_median": statistics.median(ratios),
@@ -372,6 +391,9 @@ def summary_lines(r: dict) -> list[str]:
         f"case: {r['label'] or r['model']}  {r['mixed_precision']}  {r['resolution']}px  batch {r['batch_size']}  device {r['device']}"
         f"{'  checkpointing' if r['gradient_checkpointing'] else ''}{'  cached latents' if r['cache_latents'] else ''}",
         f"steady state: {r['step_s_median']:.3f} s/step (min {r['step_s_min']:.3f}, max {r['step_s_max']:.3f}, {r['timed_steps']} steps)",
+        *([f"  {r['timed_steps'] - r['skipped_backward_steps']} steps with a backward: {r['step_s_median_with_backward']:.3f} s; "
+           f"{r['skipped_backward_steps']} regularisation steps (no trained token, backward skipped): {r['step_s_median_skipped_backward']:.3f} s"]
+          if r.get("skipped_backward_steps") else []),
         f"compute floor: {r['floor_s_median']:.3f} s   step/floor: {r['step_over_floor_median']:.3f}",
         f"time to first step: {r['time_to_first_step_s']:.1f} s (setup {r['setup_s']:.1f} s + first step {r['first_step_s']:.1f} s; imports {r['import_s']:.1f} s before)",
         f"peak RSS: {r['peak_rss_bytes'] / gib:.2f} GiB (before the first step: {r['setup_peak_rss_bytes'] / gib:.2f} GiB)" + (f"   peak CUDA allocated: {r['peak_cuda_allocated_bytes'] / gib:.2f} GiB" if "peak_cuda_allocated_bytes" in r else ""),
@@ -382,8 +404,8 @@ def summary_lines(r: dict) -> list[str]:
         kind = "CUDA allocated" if r["device"].startswith("cuda") else "RSS"
         lines.insert(-1, f"{kind} at the first timed step {r['memory_first_timed_step_bytes'] / mib:.0f} MiB, at the last "
                          f"{r['memory_last_step_bytes'] / mib:.0f} MiB (growth {r['memory_growth_bytes'] / mib:+.1f} MiB over "
-                         f"{r['timed_steps']} steps, {r['timed_steps'] * r['batch_size'] / len(IMAGE_SIZES):.0f} epochs)")
-        period = max(1, math.ceil(len(IMAGE_SIZES) / r["batch_size"]))
+                         f"{r['timed_steps']} steps, {r['timed_steps'] / r['batches_per_epoch']:.0f} epochs)")
+        period = r["batches_per_epoch"]
         every = "at the start of each epoch" if r["batch_size"] == 1 else f"every {period} steps"
         marks = [m for m in r["memory_at_step_start_bytes"][::period] if m is not None]
         lines.insert(-1, f"{kind} {every}: " + ", ".join(f"{m / mib:.0f}" for m in marks) + " MiB")
@@ -396,6 +418,10 @@ def main(argv: list[str] | None = None) -> None:
     opts, extra = parse_args(argv)
     if opts.model in TINY_MODELS and TINY_MODELS[opts.model] == "sdxl":
         opts.sdxl = True
+    images_per_epoch = len(IMAGE_SIZES) * (2 if opts.reg_images else 1)
+    opts.batches_per_epoch = max(1, math.ceil(images_per_epoch / opts.batch_size))  # bucket batches never mix sizes: a lower bound
+    if opts.warmup is None:
+        opts.warmup = opts.batches_per_epoch
     result = run_benchmark(opts, extra)
     print("\n".join(summary_lines(result)))
     if opts.json:

@@ -35,6 +35,7 @@ from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
 from library.training.trainable_tokens import setup_trainable_tokens
+from library.training.zero_gradient import batch_reaches_vectors, fill_missing_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     models: object = None
     tokens: object = None
+    skipped_backwards: int = 0  # batches that could not reach the vectors (exact zero gradient, no backward)
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -113,6 +115,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         collate_fn=_unwrap_batch,
         num_workers=min(args.max_data_loader_n_workers, data_setup.cpu_workers()),
         persistent_workers=args.persistent_data_loader_workers and args.max_data_loader_n_workers > 0,
+        pin_memory=device.type == "cuda",  # with the accelerator's non_blocking copies, the upload overlaps the step
     )
 
     # --- optimization: only the new vectors are parameters
@@ -153,6 +156,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     sampler = Sampler(args, models, tokens, accelerator)
 
     losses: list[float] = []
+    skipped_backwards = 0  # batches whose captions hold no trained token (see zero_gradient)
     global_step = progress.global_step
     bar = tqdm(total=max_steps, initial=global_step, smoothing=0, disable=not is_main, desc="steps")
     if args.sample_at_first and global_step == 0:
@@ -176,7 +180,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 group.set_step(global_step)
                 with accelerator.accumulate(*text_encoders):
                     generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
-                    loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
+                    # every process must run every backward under DDP, so only a single process skips them
+                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, batch["captions"], settings.max_token_length)
+                    with torch.set_grad_enabled(needs_backward):
+                        loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
                     loss_value = loss.detach().item()
                     if not math.isfinite(loss_value) and args.skip_nan:
                         logger.warning("step %d: loss is %s; skipped this batch (--skip_nan)", global_step + 1, loss_value)
@@ -187,7 +194,12 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                             f"the loss became {loss_value} at step {global_step + 1}; stopped and kept the last good vectors. "
                             "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, add --no_half_vae, or pass --skip_nan"
                         )
-                    accelerator.backward(loss)
+                    if needs_backward:
+                        accelerator.backward(loss)
+                    else:
+                        skipped_backwards += 1
+                    if accelerator.sync_gradients:
+                        fill_missing_gradients(tokens.parameters())
                     if accelerator.sync_gradients and args.max_grad_norm:
                         accelerator.clip_grad_norm_(tokens.parameters(), args.max_grad_norm)  # every trained vector, all encoders
                     optimizer.step()
@@ -223,6 +235,11 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     finally:
         bar.close()
 
+    if skipped_backwards and is_main:
+        logger.info(
+            "%d batch(es) had no trained token in their captions (regularisation images, dropped or truncated captions): "
+            "their gradient is exactly zero, so their backward pass was skipped", skipped_backwards,
+        )
     final = saver.save_final(global_step, progress.epoch)
     if args.save_state or args.save_state_on_train_end:
         saver.save_final_state(progress, optimizer, lr_scheduler)
@@ -230,7 +247,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
     accelerator.end_training()
-    return TrainResult(final, global_step, losses, models, tokens)
+    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards)
 
 
 def check_resume_matches(path: str, progress: Progress, tokens) -> None:

@@ -8,7 +8,7 @@ import math
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
 from library.errors import UserError
 from library.optional_deps import require
@@ -59,6 +59,7 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         mixed_precision=args.mixed_precision,
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=args.logging_dir),
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),
     )
 
 

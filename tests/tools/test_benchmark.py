@@ -48,6 +48,17 @@ def test_benchmark_passes_unknown_flags_to_the_trainer(tmp_path):
     assert result["extra_flags"] == ["--clip_skip", "2"] and result["step_s_median"] > 0
 
 
+def test_benchmark_with_regularisation_images_times_the_skipped_backwards_apart(tmp_path):
+    bench = load_tool("benchmark")
+    out = tmp_path / "bench.json"
+    assert run_main(bench.main, ["--model", "tiny-sd1", "--steps", "16", "--reg_images", "--cache_latents",
+                                 "--workdir", str(tmp_path / "work"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["warmup_steps"] == result["batches_per_epoch"] >= 16  # one epoch: 8 images and 8 regularisation images
+    assert 0 < result["skipped_backward_steps"] < result["timed_steps"] == 16
+    assert result["step_s_median_skipped_backward"] > 0 and result["step_s_median_with_backward"] > 0
+
+
 def test_random_model_tools_builds_finite_weights_offline(tmp_path):
     """The builder's init on a real (small) config: every tensor finite and materialised, buffers rebuilt."""
     make = load_tool("make_random_model")
