@@ -185,6 +185,16 @@ class StepRecorder:
         self.memory_at_start: list[int | None] = []  # memory_now() as each step begins
         self.with_backward: list[bool] = []  # False where the loop skips the backward (no trained token in the batch)
         self.setup_peak: dict | None = None  # peak memory before the first step: model load and latent caching
+        self.last_reach = True
+
+    def reaches_vectors(self, original):
+        """Wraps the loop's test of whether a batch can reach the vectors (False: its backward is skipped)."""
+
+        def wrapped(*args, **kwargs):
+            self.last_reach = original(*args, **kwargs)
+            return self.last_reach
+
+        return wrapped
 
     def __call__(self, batch, models, family, text_encoders, settings, generators, accelerator, snr):
         _sync(accelerator.device)
@@ -198,7 +208,7 @@ class StepRecorder:
             self.profiler.__enter__()
         self.starts.append(now)
         self.memory_at_start.append(memory_now(accelerator.device))
-        self.with_backward.append(torch.is_grad_enabled())
+        self.with_backward.append(self.last_reach)
         if self.setup_peak is None:
             self.setup_peak = peak_memory_bytes(accelerator.device)
         shape = _batch_shape(batch)
@@ -301,12 +311,13 @@ def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
         profile_step = opts.warmup + opts.profile - 1 if opts.profile else None
         recorder = StepRecorder(loop.training_step, profile_step)
         load_before = load_average()
-        loop.training_step = recorder
+        reaches = loop.batch_reaches_vectors
+        loop.training_step, loop.batch_reaches_vectors = recorder, recorder.reaches_vectors(reaches)
         try:
             started = time.perf_counter()
             loop.train(args, sdxl=sdxl)
         finally:
-            loop.training_step = recorder.original
+            loop.training_step, loop.batch_reaches_vectors = recorder.original, reaches
         if recorder.context is None:
             raise RuntimeError("the trainer ran no step")
         device = recorder.context[4].device

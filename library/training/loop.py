@@ -182,7 +182,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
                     # every process must run every backward under DDP, so only a single process skips them
                     needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, batch["captions"], settings.max_token_length)
-                    with torch.set_grad_enabled(needs_backward):
+                    # a compiled UNet would recompile for no-grad mode: it keeps the graph, and only the backward is skipped
+                    with torch.set_grad_enabled(needs_backward or args.torch_compile):
                         loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
                     loss_value = loss.detach().item()
                     if not math.isfinite(loss_value) and args.skip_nan:

@@ -56,15 +56,18 @@ def _dataset_with_regularisation_images(root):
     return config
 
 
-@pytest.mark.parametrize(("family", "accumulation"), [("sd1", 1), ("sd1", 2), ("sdxl", 1)])
-def test_regularisation_batches_skip_the_backward_and_train_the_same_vectors(tiny_model_dir, tmp_path, monkeypatch, family, accumulation):
+# --torch_compile keeps the graph (no recompile for no-grad mode) and skips only the backward
+@pytest.mark.parametrize(("family", "accumulation", "extra"), [
+    ("sd1", 1, []), ("sd1", 2, []), ("sdxl", 1, []), ("sd1", 1, ["--torch_compile", "--dynamo_backend=aot_eager"]),
+])
+def test_regularisation_batches_skip_the_backward_and_train_the_same_vectors(tiny_model_dir, tmp_path, monkeypatch, family, accumulation, extra):
     config = _dataset_with_regularisation_images(tmp_path / "data")
     sdxl = family == "sdxl"
     parser = train_textual_inversion.setup_parser(sdxl)
 
     def run(out):
         # AdamW's default weight decay and its momentum move the vectors on zero-gradient steps too
-        argv = train_argv(tiny_model_dir(family), config, out, "--cache_latents", f"--gradient_accumulation_steps={accumulation}", steps=6)
+        argv = train_argv(tiny_model_dir(family), config, out, "--cache_latents", f"--gradient_accumulation_steps={accumulation}", *extra, steps=6)
         return loop.train(parse_args_with_config(parser, argv), sdxl=sdxl)
 
     skipping = run(tmp_path / "skipping")
