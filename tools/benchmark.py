@@ -71,7 +71,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--workdir", default=None, help="where to write the images and outputs (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--label", default=None, help="a name for this case in the JSON")
-    return parser.parse_known_args(argv)
+    opts, extra = parser.parse_known_args(argv)
+    images_per_epoch = len(IMAGE_SIZES) * (2 if opts.reg_images else 1)
+    opts.batches_per_epoch = max(1, math.ceil(images_per_epoch / opts.batch_size))  # bucket batches never mix sizes: a lower bound
+    if opts.warmup is None:
+        opts.warmup = opts.batches_per_epoch
+    return opts, extra
 
 
 # --- inputs ------------------------------------------------------------------------------------------------
@@ -429,10 +434,6 @@ def main(argv: list[str] | None = None) -> None:
     opts, extra = parse_args(argv)
     if opts.model in TINY_MODELS and TINY_MODELS[opts.model] == "sdxl":
         opts.sdxl = True
-    images_per_epoch = len(IMAGE_SIZES) * (2 if opts.reg_images else 1)
-    opts.batches_per_epoch = max(1, math.ceil(images_per_epoch / opts.batch_size))  # bucket batches never mix sizes: a lower bound
-    if opts.warmup is None:
-        opts.warmup = opts.batches_per_epoch
     result = run_benchmark(opts, extra)
     print("\n".join(summary_lines(result)))
     if opts.json:

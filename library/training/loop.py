@@ -238,7 +238,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     if skipped_backwards and is_main:
         logger.info(
-            "%d batch(es) had no trained token in their captions (regularisation images, dropped or truncated captions): "
+            "%d batch(es) had no trained token in their captions (regularisation images, captions without the token string or with it truncated away): "
             "their gradient is exactly zero, so their backward pass was skipped", skipped_backwards,
         )
     final = saver.save_final(global_step, progress.epoch)

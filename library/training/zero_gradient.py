@@ -1,7 +1,7 @@
 """Batches whose gradient is exactly zero: captions that tokenize to none of the trained tokens.
 
-Regularisation images ("a photo of a girl"), captions emptied by --caption_dropout_rate and captions that lost
-the token to truncation never reach the new vectors, so backpropagating their loss through the UNet and the
+Regularisation images ("a photo of a girl"), captions without the token string and captions that lost the
+token to truncation never reach the new vectors, so backpropagating their loss through the UNet and the
 text encoders (about half of a step) yields zeros. The loop runs such a batch's forward without a graph (for
 the logged loss) and skips its backward; the optimizer then steps on explicit zero gradients, exactly what the
 backward would have produced, so momentum and weight decay move the vectors as they would have.
