@@ -30,7 +30,8 @@ from library.training.family import family_for
 from library.training.loss import snr_table
 from library.training.loss_chart import draw_loss_chart
 from library.training.noise import apply_zero_terminal_snr
-from library.training.run_setup import check_flags, make_accelerator, total_steps, weight_dtype_for
+from library.training.flag_rules import check_training_flags
+from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
 from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
@@ -63,7 +64,7 @@ def _unwrap_batch(items: list[dict]) -> dict:
 
 def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     """Run a TI training described by the parsed flags; returns the final embedding path."""
-    check_flags(args, sdxl=sdxl)
+    check_training_flags(args, sdxl=sdxl)  # every flag problem at once, before any model is loaded
     keep_freed_memory()  # reuse activation memory between steps instead of page-faulting it in again
     accelerator = make_accelerator(args)
     if args.seed is not None:
