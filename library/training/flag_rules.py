@@ -56,7 +56,8 @@ def _on(args: argparse.Namespace, dest: str) -> bool:
 def _required_and_counts(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
     if not (getattr(args, "token_string", None) or "").strip():
         problems.add("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
-    for flag in ("max_train_steps", "gradient_accumulation_steps", "num_vectors_per_token"):
+    for flag in ("max_train_steps", "gradient_accumulation_steps", "num_vectors_per_token", "validate_every_n_steps",
+                 "validate_every_n_epochs", "max_validation_steps"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             problems.add(f"--{flag} must be at least 1, got {value}")
@@ -164,6 +165,7 @@ def _dataset_problems(args: argparse.Namespace, problems: Problems) -> None:
     except UserError as err:
         problems.add(str(err))
         return
+    _validation_without_split(args, params)
     cache_flag = cached_latents_flag(args)
     if cache_flag:
         for i, dataset in enumerate(params.datasets):
@@ -174,6 +176,16 @@ def _dataset_problems(args: argparse.Namespace, problems: Problems) -> None:
                             f"{key} (datasets[{i}].subsets[{j}], or --{key}) cannot be combined with {cache_flag}: cached "
                             f"latents are encoded once, so they cannot change every step; drop one of the two"
                         )
+
+
+def _validation_without_split(args: argparse.Namespace, params) -> None:
+    given = [f"--{f}" for f in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps") if getattr(args, f, None) is not None]
+    split = getattr(args, "validation_split", 0) or any(d.validation_split for d in params.datasets)
+    if given and not split:
+        logger.warning(
+            "%s: no effect without a validation split (--validation_split, or validation_split in the dataset config)",
+            " and ".join(given),
+        )
 
 
 # --- entry points ----------------------------------------------------------------------------------------------
