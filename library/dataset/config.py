@@ -80,7 +80,6 @@ def build_dataset_group(
     group = DatasetGroupParams(source=source)
     for label, dataset in datasets:
         group.datasets.append(_build_dataset(label, dataset, general_values, args, masked_loss, from_cli, problems))
-    _check_group(group, args, problems)
     if problems:
         where = "command-line dataset flags" if from_cli else f"dataset config {source}"
         raise DatasetConfigError(where, problems.lines())
@@ -400,19 +399,6 @@ def _check_subset_values(label: str, style: str, p: SubsetParams, sources: dict,
     for key in ("image_dir", "metadata_file", "conditioning_data_dir"):
         if getattr(p, key) == "" and sources.get(key, "default") != "default":
             problems.add(f"{label}: {key} must not be empty")
-
-
-def _check_group(group: DatasetGroupParams, args: argparse.Namespace, problems: _Problems) -> None:
-    if getattr(args, "cache_latents", False) or getattr(args, "cache_latents_to_disk", False):
-        flag = "--cache_latents" if getattr(args, "cache_latents", False) else "--cache_latents_to_disk"
-        for i, dataset in enumerate(group.datasets):
-            for j, subset in enumerate(dataset.subsets):
-                for key in ("color_aug", "random_crop"):
-                    if getattr(subset, key):
-                        problems.add(
-                            f"{key} (datasets[{i}].subsets[{j}]) cannot be combined with {flag}: cached latents "
-                            f"are encoded once, so they cannot change every step; drop one of the two"
-                        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def resolve_templates(args: argparse.Namespace) -> list[str] | None:
         return templates.builtin_templates("style")
     if args.template_file:
         return templates.read_template_file(args.template_file)
-    return None  # validate_training_args already refused more than one source
+    return None  # flag_rules already refused more than one source
 
 
 def build_datasets(args: argparse.Namespace, tokens):

@@ -25,12 +25,13 @@ from library.training.optimization import base_learning_rate, build_lr_scheduler
 from library.training.sampling_hook import Sampler
 from library.training.saving import Saver
 from library.training.seeding import sample_generators
-from library.training.validation import validate_if_due
+from library.training.validation import Validator
 from library.training.family import family_for
 from library.training.loss import snr_table
 from library.training.loss_chart import draw_loss_chart
 from library.training.noise import apply_zero_terminal_snr
-from library.training.run_setup import check_flags, make_accelerator, total_steps, weight_dtype_for
+from library.training.flag_rules import check_training_flags
+from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
 from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
@@ -54,6 +55,7 @@ class TrainResult:
     models: object = None
     tokens: object = None
     skipped_backwards: int = 0  # batches that could not reach the vectors (exact zero gradient, no backward)
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of each validation
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -63,7 +65,7 @@ def _unwrap_batch(items: list[dict]) -> dict:
 
 def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     """Run a TI training described by the parsed flags; returns the final embedding path."""
-    check_flags(args, sdxl=sdxl)
+    check_training_flags(args, sdxl=sdxl)  # every flag problem at once, before any model is loaded
     keep_freed_memory()  # reuse activation memory between steps instead of page-faulting it in again
     accelerator = make_accelerator(args)
     if args.seed is not None:
@@ -154,6 +156,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         apply_zero_terminal_snr(models.noise_scheduler)
     snr = snr_table(models.noise_scheduler).to(device)
     sampler = Sampler(args, models, tokens, accelerator)
+    validator = Validator(args, val_group, models, family, text_encoders, settings, accelerator, seed, snr)
 
     losses: list[float] = []
     skipped_backwards = 0  # batches whose captions hold no trained token (see zero_gradient)
@@ -217,12 +220,13 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 progress.global_step, progress.epoch, progress.batches_in_epoch = global_step, epoch, batches_done
                 saver.after_step(progress, optimizer, lr_scheduler)
                 sampler.after_step(global_step)
-                validate_if_due(args, val_group, global_step, models, family, text_encoders, settings, accelerator, seed, snr)
+                validator.after_step(global_step)
                 if global_step >= max_steps:
                     break
             progress.epoch, progress.batches_in_epoch = epoch + 1, 0
             saver.after_epoch(epoch + 1, progress, optimizer, lr_scheduler)
             sampler.after_epoch(global_step, epoch + 1)
+            validator.after_epoch(epoch + 1, global_step)
             if global_step >= max_steps:
                 break
     except NonFiniteLoss:
@@ -248,7 +252,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
     accelerator.end_training()
-    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards)
+    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses)
 
 
 def check_resume_matches(path: str, progress: Progress, tokens) -> None:

@@ -403,12 +403,9 @@ def test_dataset_of_only_regularization_subsets_is_refused(tmp_path):
     assert found[0].startswith("datasets[0] has only is_reg = true subsets")
 
 
-def test_cached_latents_refuse_per_step_augmentation(tmp_path):
-    found = problems(tmp_path, "[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\ncolor_aug = true\n",
-                     cache_latents=True)
-    assert found == ["color_aug (datasets[0].subsets[0]) cannot be combined with --cache_latents: cached latents are "
-                     "encoded once, so they cannot change every step; drop one of the two"]
-    load(tmp_path, "[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\nflip_aug = true\n", cache_latents=True)
+def test_cached_latents_with_augmentation_are_left_to_the_flag_rules(tmp_path):
+    # the cross-flag rule lives in library.training.flag_rules (tests/library/training/test_flag_rules.py)
+    load(tmp_path, "[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\ncolor_aug = true\n", cache_latents=True)
 
 
 def test_network_multiplier_is_accepted_with_a_warning(tmp_path, caplog):
