@@ -34,7 +34,7 @@ def resolve_templates(args: argparse.Namespace) -> list[str] | None:
 
 def build_datasets(args: argparse.Namespace, tokens):
     """(train group, validation group or None, templates) with captions rewritten to the N new tokens."""
-    from library.dataset.arguments import dataset_params_from_args
+    from library.dataset.config import dataset_params_from_args
     from library.dataset.group import build_dataset_group
 
     templates = resolve_templates(args)
