@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from library.dataset.arguments import default_dataset_args, parse_float_pair, parse_resolution
+from library.dataset.arguments import default_dataset_args
 from library.dataset.config_file import read_config_file
 from library.dataset.config_paths import check_dataset_paths, dreambooth_subsets_from_folders
 from library.dataset.config_schema import (
@@ -23,6 +23,7 @@ from library.dataset.config_schema import (
     DatasetConfigError, convert_value, explain_top_level_key, explain_unknown_key,
 )
 from library.dataset.params import DatasetGroupParams, DatasetParams, SubsetParams
+from library.dataset.values import parse_float_pair, parse_resolution
 from library.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -89,7 +89,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         num_vectors=args.num_vectors_per_token,
         init_word=args.init_word,
         initial_vectors=initial_vectors,
-        trained=model_setup.trained_encoders(args, family),
+        trained=family.trained_encoders(getattr(args, "ti_text_encoders", None)),
     )
 
     # --- data: captions rewritten to the N tokens, validated as a whole before any compute is spent
@@ -147,11 +147,11 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             accelerator.scaler.load_state_dict(progress.scaler)
 
     if is_main:
-        print_summary(args, models, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
+        print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
     if accelerator.trackers == [] and args.log_with:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
-    saver = Saver(args, models, tokens, hasher, accelerator, data_setup.training_resolution(group, models.family), num_epochs)
+    saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs)
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(models.noise_scheduler)
     snr = snr_table(models.noise_scheduler).to(device)
@@ -184,7 +184,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 with accelerator.accumulate(*text_encoders):
                     generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
                     # every process must run every backward under DDP, so only a single process skips them
-                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, batch["captions"], settings.max_token_length)
+                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, batch["captions"], settings.conditioning.max_token_length)
                     # a compiled UNet would recompile for no-grad mode: it keeps the graph, and only the backward is skipped
                     with torch.set_grad_enabled(needs_backward or args.torch_compile):
                         loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)

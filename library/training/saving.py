@@ -15,11 +15,12 @@ logger = logging.getLogger(__name__)
 class Saver:
     """Writes `NAME-000005.ext`, `NAME-step00000500.ext`, `NAME.ext` and their `-state` folders (main process only)."""
 
-    def __init__(self, args: argparse.Namespace, models, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
+    def __init__(self, args: argparse.Namespace, models, family, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
         self.args = args
         self.resolution = resolution
         self.num_epochs = num_epochs  # the last epoch is written as NAME.ext by save_final, not as an epoch file
         self.models = models
+        self.family = family
         self.tokens = tokens
         self.hasher = hasher
         self.accelerator = accelerator
@@ -95,7 +96,7 @@ class Saver:
     def _metadata(self, step: int, epoch: int) -> dict[str, str]:
         args = self.args
         return ck.build_metadata(
-            family=self.models.family,
+            architecture=self.family.modelspec_architecture(self.models.v_parameterization),
             v_parameterization=self.models.v_parameterization,
             resolution=self.resolution,
             title=args.metadata_title or args.output_name,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 
 
-def summary_lines(args: argparse.Namespace, models, tokens, group, val_group, optimizer_name: str, steps_per_epoch: int,
+def summary_lines(args: argparse.Namespace, models, family, tokens, group, val_group, optimizer_name: str, steps_per_epoch: int,
                   num_epochs: int, max_steps: int, accelerator, weight_dtype) -> list[str]:
-    family = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}[models.family]
     prediction = "v-prediction" if models.v_parameterization else "epsilon"
     trainable = sum(p.numel() for p in tokens.parameters())
     ids = ", ".join(f"{n}={i}" for n, i in zip(tokens.names, tokens.ids[0]))
     lines = [
         "Textual Inversion training",
-        f"  model:            {args.pretrained_model_name_or_path} ({family}, {prediction})",
+        f"  model:            {args.pretrained_model_name_or_path} ({family.display_name}, {prediction})",
         f"  new tokens:       {tokens.token_string!r} -> {len(tokens.names)} vector(s): {ids}",
         f"  init word:        {args.init_word or '*'}" + (f"; continuing from --weights {args.weights}" if args.weights else ""),
         f"  trainable params: {trainable:,} ({' + '.join(f'{slot} {tuple(e.vectors.shape)}' for slot, e, on in zip(tokens.slots, tokens.embeddings, tokens.trained) if on)})",
