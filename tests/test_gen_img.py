@@ -209,3 +209,10 @@ def test_the_demo_embedding_draws_its_concept_on_the_toy_model(toy_demo_out, tmp
     assert with_token >= 8 and with_token - init_word_only >= 6, (with_token, init_word_only)
     parameters = parse_parameters(read_png_text(images(tmp_path / "token")[0])["parameters"])
     assert "toyxstar" in parameters["TI hashes"]
+
+
+def test_an_unwritable_outdir_is_refused_before_the_model_loads(capsys, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    # --ckpt names no model: the outdir check comes first, so the error is about --outdir
+    err = error_of(capsys, "--ckpt", tmp_path / "nope.safetensors", "--prompt", "x", "--outdir", tmp_path / "file.txt" / "out")
+    assert "error: --outdir" in err and "file.txt is a file" in err and "Traceback" not in err
