@@ -155,11 +155,28 @@ def test_unreadable_prompt_file(capsys, tmp_path):
     assert "error: prompt file" in error_of(capsys, "--ckpt", "m", "--from_file", tmp_path / "missing.txt")
 
 
-def test_bad_option_names_line_and_option(capsys, tmp_path):
+def test_malformed_options_in_a_prompt_file_are_warnings_naming_file_and_line(capsys, caplog, tmp_path):
+    """Every kind of malformed option gets the same treatment in a file: a warning, the option skipped."""
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a cat --d 1\na dog --foo 2\n", encoding="utf-8")
-    err = error_of(capsys, "--ckpt", "m", "--from_file", prompts)
-    assert f"error: {prompts} line 2: unknown option --foo" in err
+    prompts.write_text("a cat --d 1\na dog --foo 2\na bird --n\na fish --w abc\na cow --am 0.5\n", encoding="utf-8")
+    caplog.set_level(logging.WARNING)
+    # no model: the prompts are read (and warned about) before the model load fails
+    err = error_of(capsys, "--ckpt", tmp_path / "nope.safetensors", "--from_file", prompts, "--outdir", tmp_path / "o")
+    assert "error: --ckpt" in err
+    for line, problem in [(2, "unknown option --foo"), (3, "option --n (negative prompt) has no value"),
+                          (4, "bad value 'abc' for --w"), (5, "option --am (additional-network multipliers) is not supported")]:
+        assert f"{prompts} line {line}: {problem}" in caplog.text
+
+
+@pytest.mark.parametrize("prompt, problem", [
+    ("a mychar4 --n", "--prompt: option --n (negative prompt) has no value"),
+    ("a mychar4 --d", "--prompt: option --d"),
+    ("a mychar4 --w abc", "--prompt: bad value 'abc' for --w"),
+    ("a mychar4 --foo 1", "--prompt: unknown option --foo"),
+    ("a mychar4 --cn x", "--prompt: option --cn (ControlNet images) is not supported"),
+])
+def test_malformed_options_in_prompt_are_errors(capsys, tmp_path, prompt, problem):
+    assert problem in error_of(capsys, "--ckpt", "m", "--prompt", prompt, "--outdir", tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def read_prompt_specs(prompt: str | None, from_file: str | None) -> list[PromptSpec]:
-    """The prompts of `--prompt` or `--from_file` (strict: a bad option is an error naming the line and option)."""
+    """The prompts of `--prompt` or `--from_file`.
+
+    A malformed option (unknown, unsupported, bad or missing value) is an error in `--prompt`, and a warning
+    naming the file and line in a prompt file (the option is skipped, the prompt kept), as sd-scripts reads files.
+    """
     if from_file:
-        specs = parse_prompt_file(from_file, strict=True)
+        specs = parse_prompt_file(from_file, strict=False)
         if not specs:
             raise UserError(f"--from_file {from_file}: no prompts in the file (only blank or # lines)")
+        for spec in specs:
+            if not spec.prompt:
+                raise UserError(f"{spec.source}: the line has options but no prompt text")
         return specs
     if prompt is not None:
         return [parse_prompt_line(prompt, source="--prompt", strict=True)]
