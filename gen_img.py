@@ -32,8 +32,9 @@ def setup_parser() -> argparse.ArgumentParser:
     model.add_argument("--vae", type=str, default=None, help="a VAE (file, diffusers folder or hub id) replacing the model's")
     model.add_argument("--no_half_vae", action="store_true", help="keep the VAE in fp32 with --fp16/--bf16 (avoids SDXL VAE NaNs)")
     model.add_argument("--tokenizer_cache_dir", type=str, default=None, help="folder to cache tokenizers in (offline use)")
-    model.add_argument("--textual_inversion_embeddings", type=str, nargs="*", default=None, metavar="FILE",
-                       help="embedding files; each file's name (without extension) is its trigger word")
+    model.add_argument("--textual_inversion_embeddings", type=str, nargs="*", default=None, metavar="PATH",
+                       help="embedding files or folders (searched recursively, like AUTOMATIC1111's embeddings folder); "
+                            "each file's name (without extension) is its trigger word")
 
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument("--prompt", type=str, default=None, help="one prompt, with optional --n/--w/--h/--s/--d/--l options")
@@ -95,10 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     mask_images = inputs.load_images(args.mask_path, "--mask_path") if args.mask_path else []
     if init_images and not specs and not args.interactive:
         specs, init_images, mask_images = inputs.prompts_from_images(init_images, mask_images, args.images_per_prompt)
+    embeddings = inputs.embedding_files(args.textual_inversion_embeddings or [])
     check_writable_dir(args.outdir, "--outdir")
 
     model = run.load_model(args, dtype)
-    run.generate(args, model, specs, init_images, mask_images, device)
+    run.generate(args, model, specs, init_images, mask_images, device, embeddings)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,46 @@ def test_an_unwritable_outdir_is_refused_before_the_model_loads(capsys, tmp_path
     # --ckpt names no model: the outdir check comes first, so the error is about --outdir
     err = error_of(capsys, "--ckpt", tmp_path / "nope.safetensors", "--prompt", "x", "--outdir", tmp_path / "file.txt" / "out")
     assert "error: --outdir" in err and "file.txt is a file" in err and "Traceback" not in err
+
+
+def test_embeddings_folder_is_searched_recursively_and_lists_its_triggers(tiny_model_dir, tmp_path, caplog):
+    """As AUTOMATIC1111's embeddings folder: every embedding file below it, each triggered by its file name."""
+    import base64
+    import json
+
+    from PIL import PngImagePlugin
+
+    from library.embeddings import save_embedding
+
+    folder = tmp_path / "embeddings"
+    (folder / "chars").mkdir(parents=True)
+    torch.manual_seed(0)
+    save_embedding(folder / "mychar4.safetensors", {"emb_params": torch.randn(2, 32) * 3})
+    save_embedding(folder / "chars" / "otherchar.pt", {"emb_params": torch.randn(1, 32) * 3})
+    # an A1111 embedding image (text-chunk form) and a plain preview image beside it
+    payload = {"string_to_param": {"*": {"TORCHTENSOR": (torch.randn(1, 32) * 3).tolist()}}, "name": "pngchar"}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(payload).encode()).decode())
+    Image.new("RGB", (8, 8)).save(folder / "chars" / "pngchar.png", pnginfo=info)
+    Image.new("RGB", (8, 8)).save(folder / "mychar4.preview.png")
+    (folder / "notes.txt").write_text("not an embedding")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a photo of otherchar --d 1\na photo of pngchar --d 1\na photo of a cat --d 1\n", encoding="utf-8")
+    caplog.set_level(logging.INFO)
+    common = ["--ckpt", tiny_model_dir("sd1"), "--from_file", prompts, "--sequential_file_name", *SMALL]
+    assert run(*common, "--outdir", tmp_path / "emb", "--textual_inversion_embeddings", folder) == 0
+    assert "3 embedding file(s) found" in caplog.text
+    assert "trigger words: otherchar (1 vector(s)), pngchar (1 vector(s)), mychar4 (2 vector(s))" in caplog.text
+    assert f"{prompts} line 3: the prompt uses none of the embeddings' trigger words (otherchar, pngchar, mychar4)" in caplog.text
+    assert run(*common, "--outdir", tmp_path / "plain") == 0
+    emb, plain = images(tmp_path / "emb"), images(tmp_path / "plain")
+    assert not np.array_equal(pixels(emb[0]), pixels(plain[0])) and not np.array_equal(pixels(emb[1]), pixels(plain[1]))
+    assert np.array_equal(pixels(emb[2]), pixels(plain[2]))
+
+
+def test_an_embeddings_folder_without_embeddings_is_an_error(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    err = error_of(capsys, "--ckpt", "m", "--prompt", "x", "--textual_inversion_embeddings", tmp_path / "empty",
+                   "--outdir", tmp_path / "o")
+    assert "--textual_inversion_embeddings" in err and "holds no embedding files" in err

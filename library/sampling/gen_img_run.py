@@ -54,8 +54,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--negative_scale needs --scale above 1 (got {args.scale})")
     args.sampler = check_sampler(args.sampler)
     for path in args.textual_inversion_embeddings or []:
-        if not Path(path).is_file():
-            raise UserError(f"--textual_inversion_embeddings {path}: no such file")
+        if not Path(path).exists():
+            raise UserError(f"--textual_inversion_embeddings {path}: no such file or folder")
 
 
 def pick_device_and_dtype(args: argparse.Namespace):
@@ -122,23 +122,23 @@ def describe(num_images: int | None, specs: list, defaults, args: argparse.Names
             + (f", seed {args.seed}" if args.seed is not None else "") + f"; into {args.outdir}")
 
 
-def load_embeddings(args: argparse.Namespace, model, device):
-    """--textual_inversion_embeddings into the model: (prompt rewriter or None, trigger -> A1111 hash)."""
-    if not args.textual_inversion_embeddings:
-        return None, {}
+def load_embeddings(paths: list, model, device):
+    """Embedding files into the model: (prompt rewriter or None, trigger -> A1111 hash, trigger -> token names)."""
+    if not paths:
+        return None, {}, {}
     from library.embeddings import load_embeddings_into, make_prompt_rewriter
     from library.sampling.png_info import file_short_hash
 
-    paths = args.textual_inversion_embeddings
     mapping = load_embeddings_into(model.tokenizers, model.text_encoders, model.family, paths)
     ti_hashes = {trigger: file_short_hash(path) for trigger, path in zip(mapping, paths)}
     for module in model.text_encoders:  # the new vectors were created on the CPU in fp32
         module.to(device)
-    logger.info("embeddings: %s", ", ".join(f"{t} ({len(n)} vector(s))" for t, n in mapping.items()))
-    return make_prompt_rewriter(mapping), ti_hashes
+    logger.info("embeddings loaded, trigger words: %s", ", ".join(f"{t} ({len(n)} vector(s))" for t, n in mapping.items()))
+    return make_prompt_rewriter(mapping), ti_hashes, mapping
 
 
-def generate(args: argparse.Namespace, model, specs: list, init_images: list, mask_images: list, device) -> None:
+def generate(args: argparse.Namespace, model, specs: list, init_images: list, mask_images: list, device,
+             embeddings: list | None = None) -> None:
     """Render and write every image the flags and prompts ask for."""
     import torch
     from tqdm import tqdm
@@ -151,8 +151,11 @@ def generate(args: argparse.Namespace, model, specs: list, init_images: list, ma
     for module in (model.unet, model.vae, *model.text_encoders):
         module.to(device)
     set_attention(model.unet, xformers=args.xformers, sdpa=args.sdpa, vae=model.vae)
-    rewrite, ti_hashes = load_embeddings(args, model, device)
+    rewrite, ti_hashes, triggers = load_embeddings(embeddings or [], model, device)
 
+    from library.sampling.triggers import warn_prompts_without_triggers
+
+    warn_prompts_without_triggers(specs, triggers)
     defaults = make_defaults(args, model.family, init_images)
     renderer = ImageRenderer(model, clip_skip=args.clip_skip, max_embeddings_multiples=args.max_embeddings_multiples,
                              prompt_rewrite=rewrite, init_images=init_images, mask_images=mask_images)
@@ -166,6 +169,7 @@ def generate(args: argparse.Namespace, model, specs: list, init_images: list, ma
         logger.info(describe(None, specs, defaults, args, model.family, renderer.kind))
         count = 0
         for line_no, spec in read_interactive(sys.stdin):
+            warn_prompts_without_triggers([spec], triggers)
             jobs = plan_images([spec], defaults, images_per_prompt=args.images_per_prompt, seeds=seeds, start_index=count)
             with torch.inference_mode():
                 for job, image in renderer.render(jobs, args.batch_size):

@@ -100,3 +100,47 @@ def read_interactive(stream: TextIO) -> Iterator[tuple[int, PromptSpec]]:
             logger.error("stdin line %d: options but no prompt text", line_no)
             continue
         yield line_no, spec
+
+
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+EMBEDDING_IMAGE_SUFFIXES = (".png", ".webp")  # AUTOMATIC1111's embedding images, when they carry one
+
+
+def embedding_files(paths: list[str]) -> list[Path]:
+    """--textual_inversion_embeddings: files as given, folders searched recursively (like A1111's embeddings folder).
+
+    In a folder, `.safetensors`/`.pt`/`.bin` files and PNG/WebP images that carry an embedding are taken, in path
+    order; hidden files, the `_2` halves of diffusers SDXL pairs (read with their first file) and files that hold
+    no embedding (a preview image, a LoRA) are left out, the last with a warning naming the file.
+    """
+    from library.embeddings.reader import pair_first_half, read_embedding
+
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_file():
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise UserError(f"--textual_inversion_embeddings {given}: no such file or folder")
+        candidates = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                            and p.suffix.lower() in EMBEDDING_SUFFIXES + EMBEDDING_IMAGE_SUFFIXES)
+        names = set(candidates)
+        in_folder = []
+        for candidate in candidates:
+            first = pair_first_half(candidate)
+            if first is not None and first in names:
+                continue
+            try:
+                read_embedding(candidate, quiet=True)
+            except UserError as err:
+                if candidate.suffix.lower() not in EMBEDDING_IMAGE_SUFFIXES:  # images without one are just images
+                    logger.warning("--textual_inversion_embeddings %s: skipped %s", given, err)
+                continue
+            in_folder.append(candidate)
+        if not in_folder:
+            raise UserError(f"--textual_inversion_embeddings {given}: the folder holds no embedding files "
+                            f"({', '.join(EMBEDDING_SUFFIXES)} or PNG/WebP embedding images, searched recursively)")
+        logger.info("--textual_inversion_embeddings %s: %d embedding file(s) found", given, len(in_folder))
+        found.extend(in_folder)
+    return found
