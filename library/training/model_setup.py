@@ -8,7 +8,6 @@ import logging
 import torch
 
 from library.errors import UserError
-from library.optional_deps import require
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +63,10 @@ def enable_gradient_checkpointing(models) -> None:
 
 
 def set_attention(args: argparse.Namespace, unet) -> None:
-    """SDPA is PyTorch's default attention in diffusers; --xformers / --mem_eff_attn switch it."""
-    if args.xformers:
-        require("xformers", "--xformers")
-        unet.enable_xformers_memory_efficient_attention()
-    elif args.mem_eff_attn:
-        # PyTorch's SDPA already picks a memory-efficient kernel; sliced attention is the CPU-safe fallback
-        unet.set_attention_slice("auto")
+    """--xformers / --mem_eff_attn / --sdpa, by the setter gen_img.py shares."""
+    from library.models.attention import set_attention as set_unet_attention
+
+    set_unet_attention(unet, xformers=args.xformers, sdpa=getattr(args, "sdpa", False), mem_eff_attn=args.mem_eff_attn)
 
 
 def compile_unet(args: argparse.Namespace, unet) -> None:

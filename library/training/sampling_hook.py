@@ -23,7 +23,10 @@ class Sampler:
         if args.sample_prompts and accelerator.is_main_process:
             from library.sampling import parse_prompt_file
 
+            from library.sampling.triggers import warn_prompts_without_triggers
+
             self.specs = parse_prompt_file(args.sample_prompts, strict=False)
+            warn_prompts_without_triggers(self.specs, {tokens.token_string: tokens.names})
 
     def after_step(self, step: int) -> None:
         every = self.args.sample_every_n_steps
