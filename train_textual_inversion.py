@@ -34,6 +34,9 @@ def setup_parser(sdxl: bool = False) -> argparse.ArgumentParser:
         from library.training.arguments import add_sdxl_arguments
 
         add_sdxl_arguments(parser)
+    from library.training.diffusers_example_flags import add_diffusers_example_arguments
+
+    add_diffusers_example_arguments(parser, sdxl)  # the diffusers example's flags, last: ours win a shared name
     return parser
 
 
@@ -42,7 +45,10 @@ def main(argv: list[str] | None = None, sdxl: bool = False) -> None:
     from library.training.config_file import parse_args_with_config
     from library.training.loop import train
 
-    args = parse_args_with_config(setup_parser(sdxl), argv)
+    from library.training.diffusers_example_flags import apply_diffusers_example_args
+
+    parser = setup_parser(sdxl)
+    args = apply_diffusers_example_args(parse_args_with_config(parser, argv), parser)
     validate_training_args(args)
     train(args, sdxl=sdxl)
 
