@@ -383,6 +383,8 @@ def _check_subset_values(label: str, style: str, p: SubsetParams, sources: dict,
         problems.add(f"{at('token_warmup_min')} must be 0 or more, got {p.token_warmup_min}")
     if p.token_warmup_step < 0:
         problems.add(f"{at('token_warmup_step')} must be 0 or more, got {p.token_warmup_step}")
+    if not 0 <= p.caption_tag_dropout_rate < 1:
+        problems.add(f"{at('caption_tag_dropout_rate')} must be at least 0 and below 1, got {p.caption_tag_dropout_rate}")
     if p.caption_separator == "":
         problems.add(f"{at('caption_separator')} must not be empty")
     if p.face_crop_aug_range is not None:

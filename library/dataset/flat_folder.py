@@ -82,6 +82,12 @@ def subsets_for_train_data_dir(args: argparse.Namespace) -> list[dict]:
                 train_dir, counts[".txt"],
             )
             subset["caption_extension"] = ".txt"
+    if parse_repeat_folder_name(train_dir.name):
+        logger.warning(
+            "--train_data_dir %s: %s looks like an N_name folder, but it is read as a flat folder (%s repeats from "
+            "--dataset_repeats); pass its parent, %s, to use its repeat count as sd-scripts does",
+            train_dir, train_dir.name, args.dataset_repeats, train_dir.parent,
+        )
     logger.info("--train_data_dir %s holds the images directly (no N_name subfolders): one subset, %s repeats", train_dir, args.dataset_repeats)
     subsets = [subset]
     if reg_dir:
