@@ -103,6 +103,10 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         help="expand {a|b|c} in captions to one random choice; a multi-line caption picks one random line")
     add("--caption_prefix", type=str, default=None, help="text put before every caption")
     add("--caption_suffix", type=str, default=None, help="text put after every caption")
+    add("--caption_tag_dropout_rate", type=_fraction, default=0.0, metavar="RATE",
+        help="drop each caption tag with this probability every step (AUTOMATIC1111's 'drop out tags', 0.1 is its "
+             "suggestion); tags holding the trained token and the keep_tokens prefix are never dropped "
+             "(default: %(default)s)")
     add("--token_warmup_min", type=_int_at_least(0), default=1, metavar="N",
         help="caption tag warm-up: start with N tags (default: %(default)s)")
     add("--token_warmup_step", type=float, default=0, metavar="STEPS",

@@ -62,6 +62,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--save_state", action="store_true", help="save the training state (optimizer, RNG, step) with every save, for --resume")
     add("--save_state_on_train_end", action="store_true", help="save the training state when training ends")
     add("--resume", type=str, default=None, help="resume from this saved state directory")
+    add("--save_embedding_png", action="store_true",
+        help="with every saved embedding also write NAME.png, a sample image carrying the embedding in AUTOMATIC1111's "
+        "PNG chunk ('Save images with embedding in PNG chunks'); A1111 loads it from its embeddings folder")
     add("--training_comment", type=str, default=None, help="free text stored in the embedding's metadata")
     add("--metadata_title", type=str, default=None, help="model title in the metadata (default: output_name)")
     add("--metadata_author", type=str, default=None, help="author in the metadata")

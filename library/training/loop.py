@@ -22,7 +22,7 @@ from library.training import data_setup, model_setup
 from library.training.allocator import keep_freed_memory
 from library.training.checkpoints import ModelHasher
 from library.training.optimization import base_learning_rate, build_lr_scheduler_for, build_optimizer_for, optimizer_train_mode
-from library.training.sampling_hook import Sampler
+from library.training.sampling_hook import Sampler, sampling_wanted
 from library.training.saving import Saver
 from library.training.seeding import sample_generators
 from library.training.validation import Validator
@@ -106,7 +106,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             data_setup.cache_latents(args, group, models.vae, device)
             if val_group is not None:
                 data_setup.cache_latents(args, val_group, models.vae, device)
-        if args.sample_prompts:
+        if sampling_wanted(args):
             models.vae.to("cpu")  # every latent is cached: the VAE leaves the device until sampling decodes with it
         else:
             models.vae = None  # nothing encodes or decodes again: free its memory (0.3 GiB for SD1.5 in fp32)
@@ -155,7 +155,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(models.noise_scheduler)
     snr = snr_table(models.noise_scheduler).to(device)
-    sampler = Sampler(args, models, tokens, accelerator)
+    sampler = Sampler(args, models, tokens, accelerator, group)
+    saver.preview = sampler.preview_image
     validator = Validator(args, val_group, models, family, text_encoders, settings, accelerator, seed, snr)
 
     losses: list[float] = []

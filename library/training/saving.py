@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from library.training import checkpoints as ck
+from library.training import diffusers_outputs
 from library.training.state import Progress, save_state
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,15 @@ class Saver:
         self.name = args.output_name or "last"
         self.format = args.save_model_as or "safetensors"
         self.suffix = ck.EXTENSIONS[self.format]
+        # the diffusers example's file names (learned_embeds*.safetensors, checkpoint-N/), see diffusers_outputs
+        self.diffusers_layout = bool(getattr(args, "_diffusers_outputs", False))
+        self.preview = None  # set by the loop: step -> PIL image for --save_embedding_png, or None
 
     # --- what the loop calls
     def after_step(self, progress: Progress, optimizer, lr_scheduler) -> None:
         args, step = self.args, progress.global_step
+        if self.diffusers_layout and diffusers_outputs.checkpoint_due(args, step):
+            self._save_checkpoint(progress, optimizer, lr_scheduler)
         if not args.save_every_n_steps or step % args.save_every_n_steps:
             return
         stem = ck.step_stem(self.name, step)
@@ -58,7 +64,10 @@ class Saver:
                 self._remove_states(old)
 
     def save_final(self, step: int, epoch: int) -> Path | None:
-        return self._save_embedding(self.name, step, epoch)
+        path = self._save_embedding(self.name, step, epoch)
+        if path is not None and self.diffusers_layout and getattr(self.args, "save_as_full_pipeline", None):
+            diffusers_outputs.save_full_pipeline(self.output_dir, self.models, self.tokens, path)
+        return path
 
     def save_final_state(self, progress: Progress, optimizer, lr_scheduler) -> None:
         self._save_state(self.name, progress, optimizer, lr_scheduler)
@@ -70,6 +79,12 @@ class Saver:
             return None
         from library.embeddings import save_embedding
 
+        if self.diffusers_layout:
+            path = diffusers_outputs.save_learned_embeds(
+                self.args, self.output_dir, self.tokens.vectors_by_slot(), self.tokens.token_string, step, final=stem == self.name
+            )
+            self._save_png(path, step, epoch)
+            return path
         path = self.output_dir / f"{stem}{self.suffix}"
         save_embedding(
             path,
@@ -81,7 +96,34 @@ class Saver:
             dtype=self.args.save_precision,
         )
         logger.info("saved embedding: %s", path)
+        self._save_png(path, step, epoch)
         return path
+
+    def _save_png(self, path: Path, step: int, epoch: int) -> None:
+        """--save_embedding_png: the same vectors in a preview PNG that AUTOMATIC1111 loads as an embedding."""
+        if not getattr(self.args, "save_embedding_png", False):
+            return
+        from library.embeddings import save_embedding
+
+        png = path.with_name(path.name.rsplit(".", 1)[0] + ".png")
+        picture = self.preview(step) if self.preview is not None else None
+        save_embedding(png, self.tokens.vectors_by_slot(), token=self.tokens.token_string, step=step,
+                       metadata=self._metadata(step, epoch), format="a1111-png", dtype=self.args.save_precision, picture=picture)
+        logger.info("saved embedding image: %s", png)
+
+    def _save_checkpoint(self, progress: Progress, optimizer, lr_scheduler) -> None:
+        """--checkpointing_steps: OUTPUT_DIR/checkpoint-N, keeping at most --checkpoints_total_limit."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        limit = getattr(self.args, "checkpoints_total_limit", None)
+        if limit:
+            diffusers_outputs.prune_checkpoints(self.output_dir, limit - 1)
+        if self.accelerator.scaler is not None:
+            progress.scaler = self.accelerator.scaler.state_dict()
+        path = diffusers_outputs.checkpoint_dir(self.output_dir, progress.global_step)
+        save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
+        logger.info("saved state: %s", path)
 
     def _save_state(self, stem: str, progress: Progress, optimizer, lr_scheduler) -> None:
         self.accelerator.wait_for_everyone()

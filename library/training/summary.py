@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from library.training import diffusers_outputs
+
 
 def summary_lines(args: argparse.Namespace, models, family, tokens, group, val_group, optimizer_name: str, steps_per_epoch: int,
                   num_epochs: int, max_steps: int, accelerator, weight_dtype) -> list[str]:
@@ -27,7 +29,9 @@ def summary_lines(args: argparse.Namespace, models, family, tokens, group, val_g
         f"  precision:        {args.mixed_precision} (frozen weights {str(weight_dtype).removeprefix('torch.')}, vectors float32)"
         + (", gradient checkpointing" if args.gradient_checkpointing else ""),
         f"  device:           {accelerator.device}",
-        f"  output:           {args.output_dir}/{args.output_name or 'last'}.{args.save_model_as or 'safetensors'}",
+        f"  output:           {args.output_dir}/"
+        + (diffusers_outputs.embedding_file_name(args) if getattr(args, "_diffusers_outputs", False)
+           else f"{args.output_name or 'last'}.{args.save_model_as or 'safetensors'}"),
     ]
     return lines
 
