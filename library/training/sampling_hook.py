@@ -65,7 +65,7 @@ class Sampler:
         unet_mode, vae_device = self.models.unet.training, self.models.vae.device
         self.models.unet.eval()
         try:
-            with torch.no_grad(), self.accelerator.autocast():
+            with torch.no_grad(), self.accelerator.autocast(), self.tokens.published():
                 paths = sample_images(
                     self.models,
                     self.specs,

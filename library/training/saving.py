@@ -88,7 +88,7 @@ class Saver:
         path = self.output_dir / f"{stem}{self.suffix}"
         save_embedding(
             path,
-            self.tokens.vectors_by_slot(),
+            self.tokens.published_vectors(),
             token=self.tokens.token_string,
             step=step,
             metadata=self._metadata(step, epoch),
@@ -132,6 +132,7 @@ class Saver:
         if self.accelerator.scaler is not None:
             progress.scaler = self.accelerator.scaler.state_dict()
         path = self.output_dir / ck.state_dir_name(stem)
+        # the live vectors, not the published ones: a resumed run continues training from exactly these
         save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
         logger.info("saved state: %s", path)
 
