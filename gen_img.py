@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from library.cli import run_main
+from library.cli import add_logging_arguments, configure_console_logging, run_main
 from library.errors import UserError
 
 logger = logging.getLogger("gen_img")
@@ -85,6 +85,7 @@ def setup_parser() -> argparse.ArgumentParser:
     speed.add_argument("--bf16", action="store_true", help="run in bfloat16")
     speed.add_argument("--xformers", action="store_true", help="use xformers attention (needs the xformers package and CUDA)")
     speed.add_argument("--sdpa", action="store_true", help="use PyTorch's scaled-dot-product attention (the default in PyTorch 2)")
+    add_logging_arguments(parser)  # sd-scripts' --console_log_level / --console_log_file / --console_log_simple
     return parser
 
 
@@ -283,6 +284,7 @@ def describe(num_images: int | None, specs: list, defaults, args: argparse.Names
 
 def main(argv: list[str] | None = None) -> None:
     args = setup_parser().parse_args(argv)
+    configure_console_logging(args)
     validate(args)
 
     from library.sampling.prompt_options import parse_prompt_file, parse_prompt_line

@@ -175,6 +175,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--output_config", action="store_true",
         help="write the command line's flags to the --config_file path as TOML, then exit")
 
+    from library.training.sd_scripts_flags import add_sd_scripts_arguments
+
+    add_sd_scripts_arguments(parser)  # the rest of sd-scripts' TI flags: logging, ModelSpec, DDP, refused ones
+
 
 def add_textual_inversion_arguments(parser: argparse.ArgumentParser) -> None:
     """What is trained: the token, its vectors and their initialization, and the caption templates."""

@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from library.cli import configure_console_logging
 from library.errors import UserError
 from library.training import data_setup, model_setup
 from library.training.allocator import keep_freed_memory
@@ -63,6 +64,7 @@ def _unwrap_batch(items: list[dict]) -> dict:
 
 def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     """Run a TI training described by the parsed flags; returns the final embedding path."""
+    configure_console_logging(args)  # --console_log_level/_file/_simple, before anything is logged
     check_flags(args, sdxl=sdxl)
     keep_freed_memory()  # reuse activation memory between steps instead of page-faulting it in again
     accelerator = make_accelerator(args)
@@ -78,6 +80,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     for module in (models.unet, *models.text_encoders):
         module.requires_grad_(False).to(weight_dtype)
     models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
+    if args.fp8_base:
+        from library.training.fp8_storage import store_in_fp8
+
+        logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet))
     initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, args.num_vectors_per_token) if args.weights else None
     tokens = setup_trainable_tokens(
         models.tokenizers,
@@ -262,4 +268,6 @@ def check_resume_matches(path: str, progress: Progress, tokens) -> None:
 
 def tracker_config(args: argparse.Namespace) -> dict:
     """Flags as tracker-friendly scalars (tensorboard accepts only int/float/str/bool)."""
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items() if not k.startswith("_")}
+    from library.training.sd_scripts_flags import public_args
+
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in public_args(args).items()}

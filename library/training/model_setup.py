@@ -30,6 +30,7 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
         sdxl=None if sdxl else False,  # False refuses an SDXL file from its keys, before loading weights
         vae=args.vae,
         tokenizer_cache_dir=args.tokenizer_cache_dir,
+        disable_mmap=getattr(args, "disable_mmap_load_safetensors", False),
     )
     if models.family == "sdxl" and not sdxl:
         raise UserError(f"{args.pretrained_model_name_or_path} is an SDXL model: train it with sdxl_train_textual_inversion.py")

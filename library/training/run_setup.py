@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
 
 from library.errors import UserError
 from library.optional_deps import require
@@ -16,6 +17,9 @@ from library.optional_deps import require
 
 def check_flags(args: argparse.Namespace, *, sdxl: bool) -> None:
     """Refuse combinations that would fail later (after minutes of loading) with a clear reason now."""
+    from library.training.sd_scripts_flags import check_sd_scripts_flags
+
+    check_sd_scripts_flags(args)
     cuda = torch.cuda.is_available()
     if args.mixed_precision == "fp16" and not cuda:
         raise UserError("--mixed_precision fp16 needs a CUDA GPU (half-precision convolutions are not supported on CPU); use --mixed_precision bf16 or no")
@@ -60,7 +64,23 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=args.logging_dir),
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
+        kwargs_handlers=ddp_kwargs_handlers(args),
     )
+
+
+def ddp_kwargs_handlers(args: argparse.Namespace) -> list:
+    """--ddp_timeout (minutes), --ddp_gradient_as_bucket_view, --ddp_static_graph as accelerate kwargs, as sd-scripts
+    passes them; nothing when none is set, so accelerate's and PyTorch's defaults apply."""
+    handlers: list = []
+    if getattr(args, "ddp_timeout", None):
+        handlers.append(InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=args.ddp_timeout)))
+    if getattr(args, "ddp_gradient_as_bucket_view", False) or getattr(args, "ddp_static_graph", False):
+        handlers.append(
+            DistributedDataParallelKwargs(
+                gradient_as_bucket_view=args.ddp_gradient_as_bucket_view, static_graph=args.ddp_static_graph
+            )
+        )
+    return handlers
 
 
 def weight_dtype_for(args: argparse.Namespace) -> torch.dtype:
