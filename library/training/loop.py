@@ -81,9 +81,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         module.requires_grad_(False).to(weight_dtype)
     models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
     if args.fp8_base:
-        from library.training.fp8_storage import store_in_fp8
+        from library.models.fp8_storage import store_in_fp8
 
-        logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet))
+        logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet, weight_dtype))
     initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, args.num_vectors_per_token) if args.weights else None
     tokens = setup_trainable_tokens(
         models.tokenizers,

@@ -259,7 +259,7 @@ def check_sd_scripts_flags(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             problems.append(f"--{flag} must be at least 1, got {value}")
     if getattr(args, "fp8_base", False):
-        from library.training.fp8_storage import fp8_unsupported_reason
+        from library.models.fp8_storage import fp8_unsupported_reason
 
         reason = fp8_unsupported_reason(_default_device())
         if reason:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from library.models.fp8_storage import compute_dtype_of
 from library.training import loss as loss_fns
 from library.training import noise as noise_fns
 
@@ -115,7 +116,7 @@ def training_step(batch: dict, models, family, text_encoders, s: StepSettings, g
 
     with accelerator.autocast():
         conditioning = family.unet_conditioning(models.tokenizers, text_encoders, batch["captions"], batch, max_token_length=s.max_token_length, clip_skip=s.clip_skip)
-        unet_dtype = models.unet.dtype
+        unet_dtype = compute_dtype_of(models.unet)  # not the storage dtype under --fp8_base
         conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(unet_dtype)
         prediction = models.unet(noisy.to(unet_dtype), timesteps, **conditioning).sample
 

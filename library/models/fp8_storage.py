@@ -63,11 +63,13 @@ def _conv2d_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return _Fp8Conv2d.apply(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def store_in_fp8(model: nn.Module) -> int:
+def store_in_fp8(model: nn.Module, compute_dtype: torch.dtype = torch.float32) -> int:
     """Convert the frozen model's Linear/Conv2d weights to float8 storage in place; returns how many layers changed.
 
-    The model must not train its weights (TI never does); gradients still flow to its inputs.
+    The model must not train its weights (TI never does); gradients still flow to its inputs. `compute_dtype` is
+    what callers should feed it (see `compute_dtype_of`): the first parameter's dtype is now float8.
     """
+    model._fp8_compute_dtype = compute_dtype
     changed = 0
     for module in model.modules():
         if type(module) is nn.Linear:
@@ -81,6 +83,12 @@ def store_in_fp8(model: nn.Module) -> int:
         module.forward = types.MethodType(forward, module)
         changed += 1
     return changed
+
+
+def compute_dtype_of(model: nn.Module) -> torch.dtype:
+    """The dtype a model's inputs should have: its weights' dtype, or the compute dtype under --fp8_base."""
+    fp8_compute = getattr(model, "_fp8_compute_dtype", None)
+    return fp8_compute if fp8_compute is not None else next(model.parameters()).dtype
 
 
 def fp8_unsupported_reason(device: torch.device) -> str | None:

@@ -1,0 +1,75 @@
+"""End-to-end: sd-scripts' saving, metadata, logging and fp8 flags in one tiny SD 1.x training run."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import train_textual_inversion
+from library.training.config_file import parse_args_with_config
+from library.models.fp8_storage import FP8_DTYPE
+from library.training.loop import train
+from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
+
+
+@pytest.fixture
+def restore_logging():
+    import library.cli as cli
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    cli._console_handler = None
+
+
+def test_sd_scripts_flags_shape_the_run_and_its_files(tiny_model_dir, tmp_path, restore_logging):
+    dataset = make_ti_dataset(tmp_path / "data", n=2)  # 2 images, batch 2: 1 step per epoch
+    thumb = tmp_path / "thumb.png"
+    thumb.write_bytes(b"\x89PNG\r\n\x1a\n")
+    log_file = tmp_path / "train.log"
+    out = tmp_path / "out"
+    argv = train_argv(
+        tiny_model_dir("sd1"), dataset, out,
+        "--save_every_n_epochs=3", "--save_n_epoch_ratio=4",  # 4 epochs / 4 -> every epoch, overriding 3
+        "--save_state", "--save_last_n_epochs_state=1",  # embeddings all kept, only the newest epoch state
+        "--metadata_usage_hint=use toyxstar", f"--metadata_thumbnail={thumb}", "--metadata_trigger_phrase=toyxstar star",
+        "--metadata_is_negative_embedding=false", "--metadata_author=me",
+        "--fp8_base", "--disable_mmap_load_safetensors", "--ddp_static_graph",
+        f"--console_log_file={log_file}", "--console_log_simple", "--console_log_level=INFO",
+        steps=4,
+    )
+    result = train(parse_args_with_config(train_textual_inversion.setup_parser(), argv), sdxl=False)
+
+    assert result.global_step == 4 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [
+        "ti-000001.safetensors", "ti-000002.safetensors", "ti-000003.safetensors", "ti.safetensors",
+    ]
+    assert sorted(p.name for p in out.glob("*-state")) == ["ti-000003-state", "ti-state"]  # and the final state
+
+    with safe_open(str(out / "ti.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["modelspec.usage_hint"] == "use toyxstar"
+    assert meta["modelspec.thumbnail"] == "data:image/png;base64,iVBORw0KGgo="
+    assert meta["modelspec.trigger_phrase"] == "toyxstar star"
+    assert meta["modelspec.is_negative_embedding"] == "false"
+    assert meta["modelspec.author"] == "me"
+    assert meta["ti_token_string"] == TOKEN
+
+    # the frozen U-Net trained in float8 storage
+    linears = [m for m in result.models.unet.modules() if type(m) is torch.nn.Linear]
+    assert linears and all(m.weight.dtype == FP8_DTYPE for m in linears)
+
+    # the log went to the file, without level prefixes
+    text = log_file.read_text()
+    assert "saved embedding:" in text and "INFO:" not in text
