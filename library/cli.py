@@ -30,7 +30,11 @@ def setup_logging(level: int = logging.INFO) -> None:
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     """sd-scripts' console logging flags (library/utils.py::add_logging_arguments); trainers and gen_img.py."""
     group = parser.add_argument_group("console logging")
-    add = group.add_argument
+
+    def add(flag: str, **kwargs) -> None:
+        if flag not in parser._option_string_actions:  # a parser may compose this group twice
+            group.add_argument(flag, **kwargs)
+
     add("--console_log_level", type=str, default=None, choices=CONSOLE_LOG_LEVELS,
         help="lowest level of log messages shown (default INFO)")
     add("--console_log_file", type=str, default=None,
