@@ -145,6 +145,9 @@ class DatasetGroup(Dataset):
         self.caption_rewrite = caption_rewrite
         self.templates = list(templates) if templates else None
         self.token_string = token_string
+        if token_string:  # tag dropout never drops the trained token
+            for part in parts:
+                part.caption_opts = [replace(o, protected_token=token_string) for o in part.caption_opts]
         self.prior_loss_weight = prior_loss_weight
         # shared with DataLoader workers (also persistent ones) so set_epoch/set_step reach them
         self._epoch = multiprocessing.RawValue("q", 0)

@@ -148,12 +148,16 @@ def _from_pretrained(cls, subfolder: str | None, *, source: str, local_only: boo
     if is_transformers:
         kwargs["output_loading_info"] = True  # transformers would silently initialise missing weights
     what = f"its {subfolder}" if subfolder else "the model"
+    if local_only:
+        _check_weight_files(Path(source) / (subfolder or ""), where)
     if local_only and not is_transformers and not variant:
         # one copy of the weights in memory, already in `dtype` (diffusers would hold the whole file first)
-        from library.models.low_memory import load_diffusers_model_low_memory
+        from library.models.low_memory import IncompleteFile, load_diffusers_model_low_memory
 
         try:
             model = load_diffusers_model_low_memory(cls, Path(source) / (subfolder or ""), dtype)
+        except IncompleteFile as err:
+            raise UserError(f"{where}: {err}") from None
         except Exception:  # anything unusual: from_pretrained below loads it or explains why not
             model = None
         if model is not None:
@@ -161,8 +165,16 @@ def _from_pretrained(cls, subfolder: str | None, *, source: str, local_only: boo
             return model
     try:
         model = cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{where}: cannot load {what} ({_short(err)})") from err
+    except Exception as err:
+        from library.embeddings.safe_pickle import is_refused_pickle, refusal
+
+        if is_refused_pickle(err):  # same refusal as every other pickle, naming the file
+            pickles = sorted(p.name for p in (Path(source) / (subfolder or "")).glob("*.bin")) if local_only else []
+            file = "/".join(filter(None, [subfolder, pickles[0] if pickles else None]))
+            raise UserError(refusal(f"{where}: {file}" if file else where, err)) from None
+        if isinstance(err, (OSError, ValueError, RuntimeError)):
+            raise UserError(f"{where}: cannot load {what} ({_short(err)})") from None
+        raise
     if is_transformers:
         model, info = model
         missing = sorted(info.get("missing_keys") or [])
@@ -171,6 +183,19 @@ def _from_pretrained(cls, subfolder: str | None, *, source: str, local_only: boo
                             "the files are incomplete or not a CLIP text encoder")
     _check_complete(model, subfolder or cls.__name__, where)
     return model
+
+
+def _check_weight_files(folder: Path, where: str) -> None:
+    """Every .safetensors file of a component folder must be as long as its header says (a cut-off copy is refused)."""
+    from library.models.low_memory import IncompleteFile, check_safetensors_complete
+
+    if not folder.is_dir():
+        return
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            check_safetensors_complete(file)
+        except IncompleteFile as err:
+            raise UserError(f"{where}: {err}") from None
 
 
 def _weights_variant(folder: Path) -> str | None:

@@ -52,19 +52,9 @@ def outdated_step_saves(output_dir: Path, name: str, suffix: str, current_step: 
     return [p for s, p in _numbered(output_dir, name, "step", suffix).items() if s < current_step - keep_last_n_steps]
 
 
-ARCHITECTURES = {
-    ("sd1", False): "stable-diffusion-v1",
-    ("sd1", True): "stable-diffusion-v1",
-    ("sd2", False): "stable-diffusion-v2-512",
-    ("sd2", True): "stable-diffusion-v2-768-v",
-    ("sdxl", False): "stable-diffusion-xl-v1-base",
-    ("sdxl", True): "stable-diffusion-xl-v1-base",
-}
-
-
 def build_metadata(
     *,
-    family: str,
+    architecture: str,
     v_parameterization: bool,
     resolution: tuple[int, int],
     title: str | None,
@@ -84,12 +74,14 @@ def build_metadata(
 ) -> dict[str, str]:
     """String metadata for safetensors: sd-scripts' `modelspec.*` keys plus our `ti_*` training record.
 
-    `extra` holds further `modelspec.*` keys from the --metadata_* flags; they win over the defaults above
-    (e.g. --metadata_trigger_phrase over the token string)."""
+    `architecture` is the family adapter's `modelspec_architecture(v_parameterization)`. `extra` holds further
+    `modelspec.*` keys from the --metadata_* flags; they win over the defaults above (e.g. --metadata_trigger_phrase
+    over the token string).
+    """
     now = datetime.datetime.now().replace(microsecond=0)
     meta = {
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": f"{ARCHITECTURES[(family, v_parameterization)]}/textual-inversion",
+        "modelspec.architecture": f"{architecture}/textual-inversion",
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.title": title or f"TextualInversion@{int(now.timestamp())}",
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",

@@ -29,12 +29,12 @@ def resolve_templates(args: argparse.Namespace) -> list[str] | None:
         return templates.builtin_templates("style")
     if args.template_file:
         return templates.read_template_file(args.template_file)
-    return None  # validate_training_args already refused more than one source
+    return None  # flag_rules already refused more than one source
 
 
 def build_datasets(args: argparse.Namespace, tokens):
     """(train group, validation group or None, templates) with captions rewritten to the N new tokens."""
-    from library.dataset.arguments import dataset_params_from_args
+    from library.dataset.config import dataset_params_from_args
     from library.dataset.group import build_dataset_group
 
     templates = resolve_templates(args)
@@ -98,9 +98,9 @@ def debug_dataset(args: argparse.Namespace, group, tokenizers) -> None:
     run_debug_dataset(group, tokenizers, out_dir, args.debug_dataset_count, print)
 
 
-def training_resolution(group, family: str) -> tuple[int, int]:
+def training_resolution(group, family) -> tuple[int, int]:
     """(width, height) of the first dataset, for the file's `modelspec.resolution`; the family's default otherwise."""
     for part in group.parts:
         if part.params.resolution:
             return tuple(part.params.resolution)
-    return (1024, 1024) if family == "sdxl" else (512, 512)
+    return family.default_resolution

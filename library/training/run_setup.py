@@ -1,4 +1,4 @@
-"""Checks and set-up done before any model is loaded: fail fast on flags this machine cannot honour."""
+"""Set-up done before any model is loaded: the Accelerator, the weight dtype, the step count."""
 
 from __future__ import annotations
 
@@ -13,34 +13,6 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 
 from library.errors import UserError
 from library.optional_deps import require
-
-
-def check_flags(args: argparse.Namespace, *, sdxl: bool) -> None:
-    """Refuse combinations that would fail later (after minutes of loading) with a clear reason now."""
-    from library.training.sd_scripts_flags import check_sd_scripts_flags
-
-    check_sd_scripts_flags(args)
-    cuda = torch.cuda.is_available()
-    if args.mixed_precision == "fp16" and not cuda:
-        raise UserError("--mixed_precision fp16 needs a CUDA GPU (half-precision convolutions are not supported on CPU); use --mixed_precision bf16 or no")
-    if getattr(args, "full_fp16", False) and args.mixed_precision != "fp16":
-        raise UserError("--full_fp16 requires --mixed_precision fp16")
-    if getattr(args, "full_bf16", False) and args.mixed_precision != "bf16":
-        raise UserError("--full_bf16 requires --mixed_precision bf16")
-    if getattr(args, "xformers", False):
-        if not cuda:
-            raise UserError("--xformers needs a CUDA GPU; leave it out to use PyTorch's scaled-dot-product attention (--sdpa, the default)")
-        require("xformers", "--xformers")
-    if sdxl and (getattr(args, "cache_text_encoder_outputs", False) or getattr(args, "cache_text_encoder_outputs_to_disk", False)):
-        raise UserError("--cache_text_encoder_outputs cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train")
-    if args.cache_latents and (args.color_aug or args.random_crop):
-        raise UserError("--cache_latents cannot be combined with --color_aug or --random_crop (cached latents are computed once); drop one of them")
-    if args.max_token_length not in (None, 75, 150, 225):
-        raise UserError(f"--max_token_length must be 75, 150 or 225 (got {args.max_token_length})")
-    if not args.token_string:
-        raise UserError("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
-    if args.num_vectors_per_token < 1:
-        raise UserError(f"--num_vectors_per_token must be at least 1 (got {args.num_vectors_per_token})")
 
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from library.training import checkpoints as ck
+from library.training import diffusers_outputs
 from library.training.sd_scripts_flags import modelspec_extras, public_args, save_every_n_epochs_for
 from library.training.state import Progress, save_state
 
@@ -16,11 +17,12 @@ logger = logging.getLogger(__name__)
 class Saver:
     """Writes `NAME-000005.ext`, `NAME-step00000500.ext`, `NAME.ext` and their `-state` folders (main process only)."""
 
-    def __init__(self, args: argparse.Namespace, models, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
+    def __init__(self, args: argparse.Namespace, models, family, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
         self.args = args
         self.resolution = resolution
         self.num_epochs = num_epochs  # the last epoch is written as NAME.ext by save_final, not as an epoch file
         self.models = models
+        self.family = family
         self.tokens = tokens
         self.hasher = hasher
         self.accelerator = accelerator
@@ -30,10 +32,15 @@ class Saver:
         self.suffix = ck.EXTENSIONS[self.format]
         self.every_n_epochs = save_every_n_epochs_for(args, num_epochs)  # --save_n_epoch_ratio may set it
         self.modelspec_extras = modelspec_extras(args)  # read once: --metadata_thumbnail may name an image file
+        # the diffusers example's file names (learned_embeds*.safetensors, checkpoint-N/), see diffusers_outputs
+        self.diffusers_layout = bool(getattr(args, "_diffusers_outputs", False))
+        self.preview = None  # set by the loop: step -> PIL image for --save_embedding_png, or None
 
     # --- what the loop calls
     def after_step(self, progress: Progress, optimizer, lr_scheduler) -> None:
         args, step = self.args, progress.global_step
+        if self.diffusers_layout and diffusers_outputs.checkpoint_due(args, step):
+            self._save_checkpoint(progress, optimizer, lr_scheduler)
         if not args.save_every_n_steps or step % args.save_every_n_steps:
             return
         stem = ck.step_stem(self.name, step)
@@ -66,7 +73,10 @@ class Saver:
             self._remove_states(ck.outdated_epoch_saves(self.output_dir, self.name, ck.STATE_SUFFIX, epoch, every, keep_states))
 
     def save_final(self, step: int, epoch: int) -> Path | None:
-        return self._save_embedding(self.name, step, epoch)
+        path = self._save_embedding(self.name, step, epoch)
+        if path is not None and self.diffusers_layout and getattr(self.args, "save_as_full_pipeline", None):
+            diffusers_outputs.save_full_pipeline(self.output_dir, self.models, self.tokens, path)
+        return path
 
     def save_final_state(self, progress: Progress, optimizer, lr_scheduler) -> None:
         self._save_state(self.name, progress, optimizer, lr_scheduler)
@@ -78,6 +88,12 @@ class Saver:
             return None
         from library.embeddings import save_embedding
 
+        if self.diffusers_layout:
+            path = diffusers_outputs.save_learned_embeds(
+                self.args, self.output_dir, self.tokens.vectors_by_slot(), self.tokens.token_string, step, final=stem == self.name
+            )
+            self._save_png(path, step, epoch)
+            return path
         path = self.output_dir / f"{stem}{self.suffix}"
         save_embedding(
             path,
@@ -89,7 +105,34 @@ class Saver:
             dtype=self.args.save_precision,
         )
         logger.info("saved embedding: %s", path)
+        self._save_png(path, step, epoch)
         return path
+
+    def _save_png(self, path: Path, step: int, epoch: int) -> None:
+        """--save_embedding_png: the same vectors in a preview PNG that AUTOMATIC1111 loads as an embedding."""
+        if not getattr(self.args, "save_embedding_png", False):
+            return
+        from library.embeddings import save_embedding
+
+        png = path.with_name(path.name.rsplit(".", 1)[0] + ".png")
+        picture = self.preview(step) if self.preview is not None else None
+        save_embedding(png, self.tokens.vectors_by_slot(), token=self.tokens.token_string, step=step,
+                       metadata=self._metadata(step, epoch), format="a1111-png", dtype=self.args.save_precision, picture=picture)
+        logger.info("saved embedding image: %s", png)
+
+    def _save_checkpoint(self, progress: Progress, optimizer, lr_scheduler) -> None:
+        """--checkpointing_steps: OUTPUT_DIR/checkpoint-N, keeping at most --checkpoints_total_limit."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        limit = getattr(self.args, "checkpoints_total_limit", None)
+        if limit:
+            diffusers_outputs.prune_checkpoints(self.output_dir, limit - 1)
+        if self.accelerator.scaler is not None:
+            progress.scaler = self.accelerator.scaler.state_dict()
+        path = diffusers_outputs.checkpoint_dir(self.output_dir, progress.global_step)
+        save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
+        logger.info("saved state: %s", path)
 
     def _save_state(self, stem: str, progress: Progress, optimizer, lr_scheduler) -> None:
         self.accelerator.wait_for_everyone()
@@ -104,7 +147,7 @@ class Saver:
     def _metadata(self, step: int, epoch: int) -> dict[str, str]:
         args = self.args
         return ck.build_metadata(
-            family=self.models.family,
+            architecture=self.family.modelspec_architecture(self.models.v_parameterization),
             v_parameterization=self.models.v_parameterization,
             resolution=self.resolution,
             title=args.metadata_title or args.output_name,

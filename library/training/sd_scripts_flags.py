@@ -8,16 +8,15 @@ other argument groups do not have:
   --save_n_epoch_ratio, --skip_cache_check, --conditioning_data_dir, --disable_mmap_load_safetensors, --fp8_base
   and the DDP settings;
 - accepted but refused when set (`REFUSED`): uploads to the Hugging Face hub, DeepSpeed and --dataset_class,
-  each with the reason it cannot apply to Textual Inversion here. `refuse_unsupported` raises one UserError
-  naming every such flag given; it never repeats a flag's value, so a hub token is not echoed;
-- accepted with no effect (`NO_EFFECT`): --fused_backward_pass, with a warning saying why.
+  each with the reason it cannot apply to Textual Inversion here. `sd_scripts_flag_problems` (one of
+  flag_rules' rules) names every such flag given; it never repeats a flag's value, so a hub token is not echoed.
+  sd-scripts flags accepted with no effect (--fused_backward_pass) are in compat_flags.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import logging
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ import torch
 
 from library.cli import add_logging_arguments
 from library.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UnsupportedFlag:
@@ -74,14 +71,6 @@ REFUSED: tuple[UnsupportedFlag, ...] = (
     UnsupportedFlag("--zero3_save_16bit_model", _DEEPSPEED_WHY),
     UnsupportedFlag("--fp16_master_weights_and_gradients", _DEEPSPEED_WHY),
     UnsupportedFlag("--dataset_class", _DATASET_CLASS_WHY),
-)
-
-NO_EFFECT: tuple[UnsupportedFlag, ...] = (
-    UnsupportedFlag(
-        "--fused_backward_pass",
-        "it frees each full-model gradient as soon as its weights step, but TI's only gradients are the few trained "
-        "vectors (sd-scripts' TI trainer does not fuse either)",
-    ),
 )
 
 # flags whose values are secrets: never logged, echoed or written into an embedding's metadata
@@ -159,9 +148,6 @@ def add_sd_scripts_arguments(parser: argparse.ArgumentParser) -> None:
     for refused in REFUSED:
         kwargs = _REFUSED_KWARGS.get(refused.flag, {"type": str, "default": None})
         add(refused.flag, help=f"not supported for Textual Inversion: {refused.why.split(';')[0]}", **kwargs)
-    add = _adder(parser, "accepted from sd-scripts, no effect")
-    for no_effect in NO_EFFECT:
-        add(no_effect.flag, action="store_true", help=f"accepted for compatibility, no effect ({no_effect.why})")
 
 
 # store_true flags and typed values among the refused ones; every default is None/False so "set" means "given"
@@ -179,19 +165,20 @@ _REFUSED_KWARGS: dict[str, dict] = {
 }
 
 
-def refuse_unsupported(args: argparse.Namespace) -> None:
-    """One UserError naming every refused flag that was given, with why; warnings for the no-effect ones."""
-    given = [f for f in REFUSED if getattr(args, f.dest, None) not in (None, False)]
-    if given:
-        reasons: dict[str, list[str]] = {}
-        for f in given:
+def refused_flag_problems(args: argparse.Namespace) -> list[str]:
+    """One line per reason, naming every refused flag that was given (never its value: a token is a secret)."""
+    reasons: dict[str, list[str]] = {}
+    for f in REFUSED:
+        if getattr(args, f.dest, None) not in (None, False):
             reasons.setdefault(f.why, []).append(f.flag)
-        # flag names only: a value such as --huggingface_token's is a secret and is never repeated
-        lines = [f"{', '.join(flags)}: not supported for Textual Inversion: {why}" for why, flags in reasons.items()]
+    return [f"{', '.join(flags)}: not supported for Textual Inversion: {why}" for why, flags in reasons.items()]
+
+
+def refuse_unsupported(args: argparse.Namespace) -> None:
+    """One UserError naming every refused flag that was given, with why."""
+    lines = refused_flag_problems(args)
+    if lines:
         raise UserError("\n".join(lines))
-    for f in NO_EFFECT:
-        if getattr(args, f.dest, None):
-            logger.warning("%s has no effect for Textual Inversion: %s", f.flag, f.why)
 
 
 def save_every_n_epochs_for(args: argparse.Namespace, num_epochs: int) -> int | None:
@@ -250,10 +237,9 @@ def _default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def check_sd_scripts_flags(args: argparse.Namespace) -> None:
-    """Before any model loads: refused flags, and values of this module's flags that cannot work."""
-    refuse_unsupported(args)
-    problems = []
+def sd_scripts_flag_problems(args: argparse.Namespace) -> list[str]:
+    """Refused flags, and values of this module's flags that cannot work (a rule of flag_rules.FLAG_RULES)."""
+    problems = refused_flag_problems(args)
     for flag in ("save_n_epoch_ratio", "save_last_n_epochs_state", "save_last_n_steps_state", "ddp_timeout"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
@@ -285,5 +271,11 @@ def check_sd_scripts_flags(args: argparse.Namespace) -> None:
             problems.append(
                 f"--conditioning_data_dir {cond} needs --train_data_dir with N_name image folders (not --in_json)"
             )
+    return problems
+
+
+def check_sd_scripts_flags(args: argparse.Namespace) -> None:
+    """`sd_scripts_flag_problems` as one UserError (the trainer reports them with every other flag problem)."""
+    problems = sd_scripts_flag_problems(args)
     if problems:
         raise UserError("\n".join(problems))

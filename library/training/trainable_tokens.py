@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from library.errors import UserError
 from library.token_embedding import ExtendedTokenEmbedding, init_vectors_from_word, install_vectors
 from library.tokens import add_new_tokens, make_caption_rewriter, new_token_names
 
@@ -60,8 +59,7 @@ def setup_trainable_tokens(
 
     Vectors start from `initial_vectors` (--weights) when given, else from the init word's token embeddings.
     """
-    if not token_string or not token_string.strip():
-        raise UserError("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
+    assert token_string and token_string.strip(), "a token string is needed (flag_rules refuses a missing --token_string)"
     names = new_token_names(token_string, num_vectors)
     trained = trained or [True] * len(text_encoders)
     ids, embeddings = [], []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import logging
 
 import pytest
 
@@ -91,10 +90,12 @@ def test_unset_refused_flags_pass(parsers):
     sf.refuse_unsupported(parsers[False].parse_args([]))  # defaults never count as "given"
 
 
-def test_fused_backward_pass_is_accepted_with_a_warning(parsers, caplog):
-    with caplog.at_level(logging.WARNING):
-        sf.refuse_unsupported(parsers[False].parse_args(["--fused_backward_pass"]))
-    assert "--fused_backward_pass has no effect for Textual Inversion" in caplog.text
+def test_fused_backward_pass_is_a_documented_no_effect_flag(parsers):
+    from library.training.compat_flags import COMPAT_DESTS
+
+    assert "fused_backward_pass" in COMPAT_DESTS
+    args = parsers[False].parse_args(["--fused_backward_pass"])
+    assert sf.sd_scripts_flag_problems(args) == []
 
 
 def test_secrets_stay_out_of_metadata_and_trackers(parsers):
