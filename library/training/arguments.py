@@ -20,7 +20,11 @@ SAMPLE_SAMPLERS = (
     "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",
     "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
 )  # fmt: skip
-DYNAMO_BACKENDS = ("eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt")
+# sd-scripts' choices; which of them this PyTorch really has is checked when --torch_compile uses one (flag_rules)
+DYNAMO_BACKENDS = (
+    "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt",
+    "tensort", "ipex", "tvm",
+)  # fmt: skip
 
 
 def _adder(parser: argparse.ArgumentParser, title: str):

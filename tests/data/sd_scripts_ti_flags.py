@@ -243,3 +243,27 @@ TI_FLAGS: dict[str, list[str]] = {
     **CUSTOM_TRAIN, **TEXTUAL_INVERSION,
 }  # fmt: skip
 SDXL_TI_FLAGS: dict[str, list[str]] = {**TI_FLAGS, **SDXL_ONLY}
+
+# every value sd-scripts' parsers accept for the flags that take a fixed set of choices (same source)
+CHOICES: dict[str, list[str]] = {
+    "--console_log_level": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    "--save_precision": ["float", "fp16", "bf16"],
+    "--save_model_as": ["ckpt", "pt", "safetensors"],
+    "--max_token_length": ["150", "225"],
+    "--dynamo_backend": [
+        "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt",
+        "tensort", "ipex", "tvm",
+    ],
+    "--mixed_precision": ["no", "fp16", "bf16"],
+    "--log_with": ["tensorboard", "wandb", "all"],
+    "--loss_type": ["l1", "l2", "huber", "smooth_l1"],
+    "--huber_schedule": ["constant", "exponential", "snr"],
+    "--sample_sampler": [
+        "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",
+        "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
+    ],
+    "--resize_interpolation": ["lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area"],
+    "--zero_stage": ["0", "1", "2", "3"],
+    "--offload_optimizer_device": ["cpu", "nvme"],
+    "--offload_param_device": ["cpu", "nvme"],
+}

@@ -13,7 +13,7 @@ from library.cli import run_main
 from library.errors import UserError
 from library.training import sd_scripts_flags as sf
 from library.training.run_setup import ddp_kwargs_handlers
-from tests.data.sd_scripts_ti_flags import SDXL_ONLY, SDXL_TI_FLAGS, TI_FLAGS
+from tests.data.sd_scripts_ti_flags import CHOICES, SDXL_ONLY, SDXL_TI_FLAGS, TI_FLAGS
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,17 @@ def test_every_sd_scripts_ti_flag_is_accepted_with_a_valid_value(parsers, sdxl):
             parsers[sdxl].parse_args([flag, *value])
         except SystemExit:
             refused.append(flag)
+    assert refused == []
+
+
+@pytest.mark.parametrize("flag", sorted(CHOICES))
+def test_every_choice_sd_scripts_accepts_is_accepted(parsers, flag):
+    refused = []
+    for value in CHOICES[flag]:
+        try:
+            parsers[True].parse_args([flag, value])
+        except SystemExit:
+            refused.append(value)
     assert refused == []
 
 
@@ -189,3 +200,12 @@ def test_make_accelerator_hands_the_ddp_settings_to_accelerate(parsers, tmp_path
     accelerator = make_accelerator(args)
     assert accelerator.ddp_handler is not None and accelerator.ddp_handler.static_graph is True
     assert accelerator.ddp_handler.gradient_as_bucket_view is False
+
+
+def test_a_dynamo_backend_this_pytorch_lacks_is_refused_only_when_torch_compile_uses_it(parsers):
+    from library.training.flag_rules import flag_problems
+
+    args = parsers[False].parse_args(["--token_string", "x", "--dynamo_backend", "tensort"])
+    assert not any("--dynamo_backend" in p for p in flag_problems(args, sdxl=False))
+    args = parsers[False].parse_args(["--token_string", "x", "--dynamo_backend", "tensort", "--torch_compile"])
+    assert any("--dynamo_backend tensort is not available" in p for p in flag_problems(args, sdxl=False))
