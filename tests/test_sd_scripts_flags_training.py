@@ -73,3 +73,18 @@ def test_sd_scripts_flags_shape_the_run_and_its_files(tiny_model_dir, tmp_path, 
     # the log went to the file, without level prefixes
     text = log_file.read_text()
     assert "saved embedding:" in text and "INFO:" not in text
+
+
+def test_sdxl_trains_and_samples_with_a_float8_unet(tiny_model_dir, tmp_path):
+    dataset = make_ti_dataset(tmp_path / "data", n=2)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"a {TOKEN} --w 64 --h 64 --s 2 --d 1\n")
+    out = tmp_path / "out"
+    argv = train_argv(tiny_model_dir("sdxl"), dataset, out, "--fp8_base", f"--sample_prompts={prompts}", "--sample_at_first",
+                      "--metadata_is_negative_embedding=true", steps=2)
+    result = train(parse_args_with_config(train_textual_inversion.setup_parser(sdxl=True), argv), sdxl=True)
+    assert result.global_step == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert len(list((out / "sample").glob("*.png"))) == 1  # --sample_at_first: the sampler ran the float8 U-Net
+    with safe_open(str(out / "ti.safetensors"), "pt") as f:
+        assert f.metadata()["modelspec.is_negative_embedding"] == "true"
+        assert set(f.keys()) == {"clip_l", "clip_g"}
