@@ -26,6 +26,7 @@ import torch
 from library.cli import add_logging_arguments
 from library.errors import UserError
 
+
 @dataclass(frozen=True)
 class UnsupportedFlag:
     """A flag parsed for sd-scripts compatibility that this trainer does not honour, and why."""
@@ -72,6 +73,20 @@ REFUSED: tuple[UnsupportedFlag, ...] = (
     UnsupportedFlag("--fp16_master_weights_and_gradients", _DEEPSPEED_WHY),
     UnsupportedFlag("--dataset_class", _DATASET_CLASS_WHY),
 )
+
+# store_true flags and typed values among the refused ones; every default is None/False so "set" means "given"
+_REFUSED_KWARGS: dict[str, dict] = {
+    "--save_state_to_huggingface": {"action": "store_true"},
+    "--resume_from_huggingface": {"action": "store_true"},
+    "--async_upload": {"action": "store_true"},
+    "--deepspeed": {"action": "store_true"},
+    "--zero_stage": {"type": int, "default": None, "choices": [0, 1, 2, 3]},
+    "--offload_optimizer_device": {"type": str, "default": None, "choices": ["cpu", "nvme"]},
+    "--offload_param_device": {"type": str, "default": None, "choices": ["cpu", "nvme"]},
+    "--zero3_init_flag": {"action": "store_true"},
+    "--zero3_save_16bit_model": {"action": "store_true"},
+    "--fp16_master_weights_and_gradients": {"action": "store_true"},
+}
 
 # flags whose values are secrets: never logged, echoed or written into an embedding's metadata
 SECRET_DESTS = frozenset({"huggingface_token", "wandb_api_key"})
@@ -148,21 +163,6 @@ def add_sd_scripts_arguments(parser: argparse.ArgumentParser) -> None:
     for refused in REFUSED:
         kwargs = _REFUSED_KWARGS.get(refused.flag, {"type": str, "default": None})
         add(refused.flag, help=f"not supported for Textual Inversion: {refused.why.split(';')[0]}", **kwargs)
-
-
-# store_true flags and typed values among the refused ones; every default is None/False so "set" means "given"
-_REFUSED_KWARGS: dict[str, dict] = {
-    "--save_state_to_huggingface": {"action": "store_true"},
-    "--resume_from_huggingface": {"action": "store_true"},
-    "--async_upload": {"action": "store_true"},
-    "--deepspeed": {"action": "store_true"},
-    "--zero_stage": {"type": int, "default": None, "choices": [0, 1, 2, 3]},
-    "--offload_optimizer_device": {"type": str, "default": None, "choices": ["cpu", "nvme"]},
-    "--offload_param_device": {"type": str, "default": None, "choices": ["cpu", "nvme"]},
-    "--zero3_init_flag": {"action": "store_true"},
-    "--zero3_save_16bit_model": {"action": "store_true"},
-    "--fp16_master_weights_and_gradients": {"action": "store_true"},
-}
 
 
 def refused_flag_problems(args: argparse.Namespace) -> list[str]:

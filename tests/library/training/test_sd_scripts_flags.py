@@ -209,3 +209,16 @@ def test_a_dynamo_backend_this_pytorch_lacks_is_refused_only_when_torch_compile_
     assert not any("--dynamo_backend" in p for p in flag_problems(args, sdxl=False))
     args = parsers[False].parse_args(["--token_string", "x", "--dynamo_backend", "tensort", "--torch_compile"])
     assert any("--dynamo_backend tensort is not available" in p for p in flag_problems(args, sdxl=False))
+
+
+def test_output_config_never_writes_the_hub_token(tmp_path):
+    from library.training.config_file import parse_args_with_config
+
+    target = tmp_path / "saved"
+    with pytest.raises(SystemExit):
+        parse_args_with_config(
+            train_textual_inversion.setup_parser(),
+            ["--config_file", str(target), "--output_config", "--huggingface_token", "hf_SECRET123", "--seed", "3"],
+        )
+    written = (tmp_path / "saved.toml").read_text()
+    assert "seed = 3" in written and "hf_SECRET123" not in written
