@@ -155,7 +155,7 @@ def add_sd_scripts_arguments(parser: argparse.ArgumentParser) -> None:
 
     add = _adder(parser, "multi-GPU (DDP)")
     add("--ddp_timeout", type=int, default=None,
-        help="timeout of the process group in minutes (default: accelerate's / PyTorch's)")
+        help="timeout of the process group in minutes (none: PyTorch's own)")
     add("--ddp_gradient_as_bucket_view", action="store_true", help="DDP gradient_as_bucket_view=True")
     add("--ddp_static_graph", action="store_true", help="DDP static_graph=True")
 

@@ -1,16 +1,21 @@
 """Every flag of kohya-ss/sd-scripts' Textual Inversion parsers, written down as data, with a valid sample value each.
 
-Source: github.com/kohya-ss/sd-scripts (main branch, read 2026-12-03 from stored copies of these files):
-- train_textual_inversion.py::setup_parser (version that calls sai_model_spec.add_model_spec_arguments,
-  add_masked_loss_arguments and deepspeed_utils.add_deepspeed_arguments) and
-  sdxl_train_textual_inversion.py::setup_parser at commit 04ed9ed15877bfe5944d9da049405ee928f4b00d;
-- library/train_util.py at commit 6edbe00547bac6c2efb2d6952eb910851662cdf2: add_sd_models_arguments,
-  add_optimizer_arguments, add_training_arguments(parser, True), add_masked_loss_arguments,
-  add_dataset_arguments(parser, True, True, False);
-- library/sai_model_spec.py at commit 10bfcb9ac5b3467abde3a0aa5972478d1a0a6595: add_model_spec_arguments;
-- library/deepspeed_utils.py::add_deepspeed_arguments, library/utils.py::add_logging_arguments,
-  library/config_util.py::add_config_arguments, library/custom_train_functions.py::add_custom_train_arguments(parser, False),
-  library/sdxl_train_util.py::add_sdxl_training_arguments(parser, support_text_encoder_caching=False).
+Source: github.com/kohya-ss/sd-scripts, main branch (2025 versions, with the ModelSpec 1.0.1 metadata flags),
+read 2026-12-03 from stored copies of the files:
+- sdxl_train_textual_inversion.py::setup_parser at commit 04ed9ed15877bfe5944d9da049405ee928f4b00d: the TI parser
+  plus sdxl_train_util.add_sdxl_training_arguments(parser, support_text_encoder_caching=False);
+- train_textual_inversion.py::setup_parser of the same generation (it calls add_logging_arguments,
+  add_sd_models_arguments, sai_model_spec.add_model_spec_arguments, add_dataset_arguments(parser, True, True, False),
+  add_training_arguments(parser, True), add_masked_loss_arguments, deepspeed_utils.add_deepspeed_arguments,
+  add_optimizer_arguments, config_util.add_config_arguments, add_custom_train_arguments(parser, False), then its own
+  eight flags). The index's kohya-ss copy of this file is older (f687af524cf6, before the ModelSpec, masked-loss and
+  DeepSpeed groups); the newer text was read from a stored copy whose repository the index did not name;
+- library/train_util.py at commit 6edbe00547bac6c2efb2d6952eb910851662cdf2 (the argument groups above);
+- library/sai_model_spec.py at commit 10bfcb9ac5b3467abde3a0aa5972478d1a0a6595 (add_model_spec_arguments);
+- library/deepspeed_utils.py at 2374f400707f, library/sdxl_train_util.py at 005182c1c5ab,
+  library/custom_train_functions.py at 0329bea5848f, library/utils.py::add_logging_arguments.
+Cross-check: before this suite took them over, 37 of these flags (38 for SDXL) were refused with "unrecognized
+arguments", the numbers issue 15 reported.
 
 Each entry maps a flag to the argv words after it: [] for a store_true flag, otherwise one valid sample value
 (nargs="*" flags get one item). The values are ones sd-scripts itself accepts.
@@ -18,7 +23,7 @@ Each entry maps a flag to the argv words after it: [] for a store_true flag, oth
 
 from __future__ import annotations
 
-SD_SCRIPTS_SOURCE = "kohya-ss/sd-scripts main (train_util.py @6edbe005, sai_model_spec.py @10bfcb9a, sdxl TI @04ed9ed1)"
+SD_SCRIPTS_SOURCE = "kohya-ss/sd-scripts main, 2025 (train_util.py @6edbe005, sai_model_spec.py @10bfcb9a, sdxl TI @04ed9ed1)"
 
 # library/utils.py::add_logging_arguments
 LOGGING = {
