@@ -1,6 +1,6 @@
 """Every flag of kohya-ss/sd-scripts' Textual Inversion parsers, written down as data, with a valid sample value each.
 
-Source: github.com/kohya-ss/sd-scripts, main branch (2025 versions, with the ModelSpec 1.0.1 metadata flags),
+Source: github.com/kohya-ss/sd-scripts, main branch (the versions with the ModelSpec 1.0.1 metadata flags),
 read 2026-12-03 from stored copies of the files:
 - sdxl_train_textual_inversion.py::setup_parser at commit 04ed9ed15877bfe5944d9da049405ee928f4b00d: the TI parser
   plus sdxl_train_util.add_sdxl_training_arguments(parser, support_text_encoder_caching=False);
@@ -23,7 +23,7 @@ Each entry maps a flag to the argv words after it: [] for a store_true flag, oth
 
 from __future__ import annotations
 
-SD_SCRIPTS_SOURCE = "kohya-ss/sd-scripts main, 2025 (train_util.py @6edbe005, sai_model_spec.py @10bfcb9a, sdxl TI @04ed9ed1)"
+SD_SCRIPTS_SOURCE = "kohya-ss/sd-scripts main (train_util.py @6edbe005, sai_model_spec.py @10bfcb9a, sdxl TI @04ed9ed1)"
 
 # library/utils.py::add_logging_arguments
 LOGGING = {
