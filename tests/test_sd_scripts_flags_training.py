@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,3 +93,34 @@ def test_sdxl_trains_and_samples_with_a_float8_unet(tiny_model_dir, tmp_path):
     with safe_open(str(out / "ti.safetensors"), "pt") as f:
         assert f.metadata()["modelspec.is_negative_embedding"] == "true"
         assert set(f.keys()) == {"clip_l", "clip_g"}
+
+
+DDP_PROBE = """
+import sys
+import torch
+import train_textual_inversion
+from library.training.run_setup import make_accelerator
+
+args = train_textual_inversion.setup_parser().parse_args(sys.argv[1:])
+accelerator = make_accelerator(args)
+model = accelerator.prepare(torch.nn.Linear(2, 2))
+model(torch.ones(1, 2)).sum().backward()
+if accelerator.is_main_process:
+    print(type(model).__name__, model.static_graph, model.gradient_as_bucket_view, accelerator.num_processes)
+"""
+
+
+def test_ddp_flags_reach_the_distributed_data_parallel_wrapper(tmp_path):
+    # two CPU processes (gloo), as `accelerate launch --multi_gpu` starts them through torchrun
+    repo = Path(__file__).resolve().parents[1]
+    probe = tmp_path / "probe.py"
+    probe.write_text(DDP_PROBE)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(probe),
+           f"--output_dir={tmp_path}", "--ddp_static_graph", "--ddp_gradient_as_bucket_view", "--ddp_timeout=5"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=repo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DistributedDataParallel True True 2" in done.stdout
