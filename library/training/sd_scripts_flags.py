@@ -89,7 +89,7 @@ _REFUSED_KWARGS: dict[str, dict] = {
 }
 
 # flags whose values are secrets: never logged, echoed or written into an embedding's metadata
-SECRET_DESTS = frozenset({"huggingface_token", "wandb_api_key"})
+SECRET_DESTS = frozenset({"huggingface_token", "hub_token", "wandb_api_key"})  # hub_token: the diffusers example's
 
 
 def _adder(parser: argparse.ArgumentParser, title: str):

@@ -111,8 +111,9 @@ def test_fused_backward_pass_is_a_documented_no_effect_flag(parsers):
 
 def test_secrets_stay_out_of_metadata_and_trackers(parsers):
     args = parsers[False].parse_args(["--wandb_api_key", "k", "--huggingface_token", "t", "--seed", "3"])
+    args.hub_token = "t2"  # the diffusers example's name, when its flags are composed in
     public = sf.public_args(args)
-    assert "wandb_api_key" not in public and "huggingface_token" not in public and public["seed"] == 3
+    assert not {"wandb_api_key", "huggingface_token", "hub_token"} & set(public) and public["seed"] == 3
 
 
 # --- implemented flags: pure rules -----------------------------------------------------------------------------
