@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 
 from library.dataset.arguments import default_dataset_args
 from library.dataset.config_file import read_config_file
-from library.dataset.config_paths import check_dataset_paths
+from library.dataset.config_paths import attach_mask_folders, check_dataset_paths
 from library.dataset.config_schema import (
     ALL_KEYS, DATASET_ALLOWED, DATASET_KEYS, DREAMBOOTH, DREAMBOOTH_INHERITED_KEYS, FINE_TUNING, GENERAL_ALLOWED,
     MASKED, RESIZE_INTERPOLATIONS, SUBSET_ALLOWED, SUBSET_INHERITED_KEYS, SUBSET_ONLY_KEYS, SUBSET_REQUIRED,
@@ -438,6 +438,8 @@ def dataset_params_from_args(args: argparse.Namespace, *, check_paths: bool = Tr
 
         subsets = subsets_for_train_data_dir(args)  # N_name subfolders as sd-scripts, or a flat folder of images
         group = build_dataset_group({"datasets": [{"subsets": subsets}]}, args)
+        if getattr(args, "conditioning_data_dir", None) and getattr(args, "masked_loss", False):
+            attach_mask_folders(group, args.conditioning_data_dir)
     elif getattr(args, "reg_data_dir", None):
         raise UserError("--reg_data_dir needs --train_data_dir (the training images) or a --dataset_config")
     else:

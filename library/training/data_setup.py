@@ -87,6 +87,7 @@ def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) ->
         device=device,
         dtype=vae.dtype,
         sampling=args.latent_sampling,
+        skip_check=getattr(args, "skip_cache_check", False),
     )
 
 

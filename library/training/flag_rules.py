@@ -130,7 +130,32 @@ def _disabled_intervals(args: argparse.Namespace, sdxl: bool, problems: Problems
             setattr(args, flag, None)
 
 
+def _sd_scripts(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """sd-scripts' hub, DeepSpeed and --dataset_class flags (refused), and this suite's checks of the sd-scripts flags."""
+    from library.training.sd_scripts_flags import sd_scripts_flag_problems
+
+    for line in sd_scripts_flag_problems(args):
+        problems.add(line)
+
+
+def _dynamo_backend(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """sd-scripts lists backends (tensort, ofi, fx2trt, ...) that a given PyTorch may not have; say so before loading."""
+    backend = getattr(args, "dynamo_backend", None)
+    if not _on(args, "torch_compile") or backend is None:
+        return
+    import torch._dynamo
+
+    available = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in available:
+        problems.add(
+            f"--dynamo_backend {backend} is not available in this PyTorch ({torch.__version__}); "
+            f"use one of {', '.join(b for b in ('inductor', 'aot_eager', 'eager', 'cudagraphs', 'tvm') if b in available)}"
+        )
+
+
 FLAG_RULES: tuple[Rule, ...] = (
+    _sd_scripts,
+    _dynamo_backend,
     _required_and_counts,
     _precision,
     _machine,

@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from library.cli import configure_console_logging
 from library.errors import UserError
 from library.training import data_setup, model_setup
 from library.training.allocator import keep_freed_memory
@@ -65,6 +66,7 @@ def _unwrap_batch(items: list[dict]) -> dict:
 
 def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     """Run a TI training described by the parsed flags; returns the final embedding path."""
+    configure_console_logging(args)  # --console_log_level/_file/_simple, before anything is logged
     check_training_flags(args, sdxl=sdxl)  # every flag problem at once, before any model is loaded
     keep_freed_memory()  # reuse activation memory between steps instead of page-faulting it in again
     accelerator = make_accelerator(args)
@@ -80,6 +82,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     for module in (models.unet, *models.text_encoders):
         module.requires_grad_(False).to(weight_dtype)
     models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
+    if args.fp8_base:
+        from library.models.fp8_storage import store_in_fp8
+
+        logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet, weight_dtype))
     initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, args.num_vectors_per_token) if args.weights else None
     tokens = setup_trainable_tokens(
         models.tokenizers,
@@ -267,4 +273,6 @@ def check_resume_matches(path: str, progress: Progress, tokens) -> None:
 
 def tracker_config(args: argparse.Namespace) -> dict:
     """Flags as tracker-friendly scalars (tensorboard accepts only int/float/str/bool)."""
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items() if not k.startswith("_")}
+    from library.training.sd_scripts_flags import public_args
+
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in public_args(args).items()}

@@ -32,6 +32,7 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
         sdxl=expected.load_as_sdxl,
         vae=args.vae,
         tokenizer_cache_dir=args.tokenizer_cache_dir,
+        disable_mmap=getattr(args, "disable_mmap_load_safetensors", False),
     )
     found = family_for(models.family)
     if found.script != expected.script:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from library.training import checkpoints as ck
 from library.training import diffusers_outputs
+from library.training.sd_scripts_flags import modelspec_extras, public_args, save_every_n_epochs_for
 from library.training.state import Progress, save_state
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Saver:
         self.name = args.output_name or "last"
         self.format = args.save_model_as or "safetensors"
         self.suffix = ck.EXTENSIONS[self.format]
+        self.every_n_epochs = save_every_n_epochs_for(args, num_epochs)  # --save_n_epoch_ratio may set it
+        self.modelspec_extras = modelspec_extras(args)  # read once: --metadata_thumbnail may name an image file
         # the diffusers example's file names (learned_embeds*.safetensors, checkpoint-N/), see diffusers_outputs
         self.diffusers_layout = bool(getattr(args, "_diffusers_outputs", False))
         self.preview = None  # set by the loop: step -> PIL image for --save_embedding_png, or None
@@ -44,24 +47,30 @@ class Saver:
         self._save_embedding(stem, progress.global_step, progress.epoch)
         if args.save_state:
             self._save_state(stem, progress, optimizer, lr_scheduler)
-        if args.save_last_n_steps and self.accelerator.is_main_process:
+        if not self.accelerator.is_main_process:
+            return
+        if args.save_last_n_steps:
             self._remove(ck.outdated_step_saves(self.output_dir, self.name, self.suffix, step, args.save_last_n_steps))
-            if args.save_state:
-                self._remove_states(ck.outdated_step_saves(self.output_dir, self.name, self.suffix, step, args.save_last_n_steps))
+        keep_states = args.save_last_n_steps_state or args.save_last_n_steps  # sd-scripts: the _state flag wins for states
+        if args.save_state and keep_states:
+            self._remove_states(ck.outdated_step_saves(self.output_dir, self.name, ck.STATE_SUFFIX, step, keep_states))
 
     def after_epoch(self, epoch: int, progress: Progress, optimizer, lr_scheduler) -> None:
         args = self.args
-        if not args.save_every_n_epochs or epoch % args.save_every_n_epochs or epoch >= self.num_epochs:
+        every = self.every_n_epochs
+        if not every or epoch % every or epoch >= self.num_epochs:
             return
         stem = ck.epoch_stem(self.name, epoch)
         self._save_embedding(stem, progress.global_step, epoch)
         if args.save_state:
             self._save_state(stem, progress, optimizer, lr_scheduler)
-        if args.save_last_n_epochs and self.accelerator.is_main_process:
-            old = ck.outdated_epoch_saves(self.output_dir, self.name, self.suffix, epoch, args.save_every_n_epochs, args.save_last_n_epochs)
-            self._remove(old)
-            if args.save_state:
-                self._remove_states(old)
+        if not self.accelerator.is_main_process:
+            return
+        if args.save_last_n_epochs:
+            self._remove(ck.outdated_epoch_saves(self.output_dir, self.name, self.suffix, epoch, every, args.save_last_n_epochs))
+        keep_states = args.save_last_n_epochs_state or args.save_last_n_epochs  # sd-scripts: the _state flag wins for states
+        if args.save_state and keep_states:
+            self._remove_states(ck.outdated_epoch_saves(self.output_dir, self.name, ck.STATE_SUFFIX, epoch, every, keep_states))
 
     def save_final(self, step: int, epoch: int) -> Path | None:
         path = self._save_embedding(self.name, step, epoch)
@@ -149,12 +158,13 @@ class Saver:
             epoch=epoch,
             base_model=Path(args.pretrained_model_name_or_path).name,
             base_model_hash=self.hasher.result(wait=True) if self.hasher else None,
-            training_args=_public_args(args),
+            training_args=public_args(args),
             clip_skip=args.clip_skip,
             author=args.metadata_author,
             description=args.metadata_description,
             license=args.metadata_license,
             tags=args.metadata_tags,
+            extra=self.modelspec_extras,
         )
 
     def _remove(self, paths: list[Path]) -> None:
@@ -162,14 +172,9 @@ class Saver:
             path.unlink(missing_ok=True)
             logger.info("removed old embedding: %s", path)
 
-    def _remove_states(self, embedding_paths: list[Path]) -> None:
+    def _remove_states(self, state_dirs: list[Path]) -> None:
         import shutil
 
-        for path in embedding_paths:
-            state = path.with_name(ck.state_dir_name(path.name.removesuffix(self.suffix)))
-            shutil.rmtree(state, ignore_errors=True)
-
-
-def _public_args(args: argparse.Namespace) -> dict:
-    # paths and training settings; no private/internal attributes
-    return {k: v for k, v in vars(args).items() if not k.startswith("_")}
+        for path in state_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed old state: %s", path)

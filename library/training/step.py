@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from library.models.fp8_storage import compute_dtype_of
 from library.training.family import ConditioningSettings
 from library.training.loss import LossSettings
 from library.training.noise import NoiseSettings
@@ -70,7 +71,7 @@ def training_step(batch: dict, models, family, text_encoders, s: StepSettings, g
 
     with accelerator.autocast():
         conditioning = family.unet_conditioning(models.tokenizers, text_encoders, batch["captions"], batch, **s.conditioning.as_kwargs())
-        unet_dtype = models.unet.dtype
+        unet_dtype = compute_dtype_of(models.unet)  # not the storage dtype under --fp8_base
         conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(unet_dtype)
         prediction = models.unet(noisy.to(unet_dtype), timesteps, **conditioning).sample
 
