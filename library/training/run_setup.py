@@ -37,6 +37,33 @@ def check_flags(args: argparse.Namespace, *, sdxl: bool) -> None:
         raise UserError("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
     if args.num_vectors_per_token < 1:
         raise UserError(f"--num_vectors_per_token must be at least 1 (got {args.num_vectors_per_token})")
+    check_run_values(args)
+
+
+def check_run_values(args: argparse.Namespace) -> None:
+    """Values argparse accepts but no run can use: found now, not at the first save or the last step (issue 19)."""
+    from library.training.preflight import check_output_name
+
+    window = token_window(args)
+    if args.num_vectors_per_token > window:
+        raise UserError(
+            f"--num_vectors_per_token {args.num_vectors_per_token} cannot fit the {window}-token window of a caption "
+            f"(--max_token_length {args.max_token_length or 75}); use at most {window} vectors, or --max_token_length 150 / 225"
+        )
+    for flag in ("max_train_epochs", "save_every_n_steps", "save_every_n_epochs", "save_last_n_steps", "save_last_n_epochs"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag} must be at least 1, got {value}; leave it out to turn it off")
+    if args.max_grad_norm is not None and not (args.max_grad_norm >= 0 and math.isfinite(args.max_grad_norm)):
+        raise UserError(f"--max_grad_norm must be 0 (no clipping) or a positive number, got {args.max_grad_norm}")
+    if args.learning_rate is not None and not (args.learning_rate >= 0 and math.isfinite(args.learning_rate)):
+        raise UserError(f"--learning_rate must be a finite number >= 0, got {args.learning_rate}")
+    check_output_name(args.output_name)
+
+
+def token_window(args: argparse.Namespace) -> int:
+    """Tokens a caption can hold (without its start/end tokens): 75, or --max_token_length (150, 225)."""
+    return args.max_token_length or 75
 
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from library.errors import UserError
 from library.training import checkpoints as ck
 from library.training.state import Progress, save_state
 
@@ -70,6 +71,7 @@ class Saver:
         from library.embeddings import save_embedding
 
         path = self.output_dir / f"{stem}{self.suffix}"
+        refuse_non_finite(self.tokens.vectors_by_slot(), path)
         save_embedding(
             path,
             self.tokens.vectors_by_slot(),
@@ -124,6 +126,17 @@ class Saver:
         for path in embedding_paths:
             state = path.with_name(ck.state_dir_name(path.name.removesuffix(self.suffix)))
             shutil.rmtree(state, ignore_errors=True)
+
+
+def refuse_non_finite(vectors_by_slot: dict, path: Path) -> None:
+    """Never write NaN/Inf vectors: over an existing file they would destroy good work, and alone they are useless."""
+    import torch
+
+    for slot, tensor in vectors_by_slot.items():
+        if not torch.isfinite(tensor).all():
+            kept = f"{path} keeps its previous content" if path.exists() else f"{path} was not written"
+            raise UserError(f"not saved: the trained {slot} vectors hold NaN/Inf; {kept}. The earlier saves hold the last "
+                            "finite vectors; lower --learning_rate or pass --skip_nan")
 
 
 def _public_args(args: argparse.Namespace) -> dict:
