@@ -135,10 +135,7 @@ def format_bytes(n: int) -> str:
 
 
 def _make_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{path}: cannot create the folder ({err.strerror or err})") from None
+    path.mkdir(parents=True, exist_ok=True)  # an OSError here is the caller's to explain (it knows the flag)
 
 
 @contextmanager

@@ -32,7 +32,9 @@ from library.training.loss import snr_table
 from library.training.loss_chart import draw_loss_chart
 from library.training.noise import apply_zero_terminal_snr
 from library.training.flag_rules import check_training_flags
+from library.training import preflight
 from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
+from library.training.token_window import token_window, warn_if_captions_overflow
 from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
@@ -74,6 +76,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         set_seed(args.seed)
     seed = args.seed if args.seed is not None else 0
     is_main = accelerator.is_main_process
+    # where the run writes is checked before minutes of model loading (issue 19): a run never dies at its first save
+    preflight.prepare_output(args, is_main=is_main)
 
     # --- models: frozen weights in the mixed-precision dtype, then fp32 trainable vectors behind the vocabulary
     models = model_setup.load_models_for(args, sdxl=sdxl)
@@ -101,6 +105,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     # --- data: captions rewritten to the N tokens, validated as a whole before any compute is spent
     group, val_group, templates = data_setup.build_datasets(args, tokens)
     data_setup.check_token_in_captions(group, args.token_string, templates_used=bool(templates))
+    warn_if_captions_overflow(group, models.tokenizers[0], tokens, token_window(args))
     if args.debug_dataset:
         data_setup.debug_dataset(args, group, models.tokenizers)
         return TrainResult(None, 0, models=models, tokens=tokens)
@@ -158,6 +163,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
     saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs)
+    if is_main:
+        vector_bytes = sum(v.numel() * 4 for v in tokens.vectors_by_slot().values())
+        preflight.check_free_space(args, vector_bytes, max_steps, num_epochs)
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(models.noise_scheduler)
     snr = snr_table(models.noise_scheduler).to(device)

@@ -48,6 +48,11 @@ def read_initial_vectors(path: str, slots: tuple[str, ...], models, num_vectors:
     dims = {slot: enc.get_input_embeddings().embedding_dim for slot, enc in zip(slots, models.text_encoders)}
     vectors = emb.vectors_for_slots(slots, dims, source=f"--weights {path}")
     for slot, tensor in vectors.items():
+        bad = (~torch.isfinite(tensor)).sum().item()
+        if bad:  # a NaN start makes the loss NaN at step 1 and every later save worthless
+            kinds = "/".join(k for k, found in (("NaN", tensor.isnan().any()), ("Inf", tensor.isinf().any())) if found)
+            raise UserError(f"--weights {path}: {bad} value(s) of its {slot} vectors are {kinds}; it cannot be a starting point. "
+                            "Start from --init_word, or from an earlier, finite save")
         if tensor.shape[0] != num_vectors:
             raise UserError(
                 f"--weights {path} holds {tensor.shape[0]} vector(s) but --num_vectors_per_token is {num_vectors}; "

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from library.errors import UserError
 from library.training import checkpoints as ck
 from library.training import diffusers_outputs
 from library.training.sd_scripts_flags import modelspec_extras, public_args, save_every_n_epochs_for
@@ -88,16 +89,17 @@ class Saver:
             return None
         from library.embeddings import save_embedding
 
+        vectors = self.tokens.published_vectors()
         if self.diffusers_layout:
-            path = diffusers_outputs.save_learned_embeds(
-                self.args, self.output_dir, self.tokens.vectors_by_slot(), self.tokens.token_string, step, final=stem == self.name
-            )
+            refuse_non_finite(vectors, self.output_dir / "learned_embeds")
+            path = diffusers_outputs.save_learned_embeds(self.args, self.output_dir, vectors, self.tokens.token_string, step, final=stem == self.name)
             self._save_png(path, step, epoch)
             return path
         path = self.output_dir / f"{stem}{self.suffix}"
+        refuse_non_finite(vectors, path)
         save_embedding(
             path,
-            self.tokens.published_vectors(),
+            vectors,
             token=self.tokens.token_string,
             step=step,
             metadata=self._metadata(step, epoch),
@@ -178,3 +180,14 @@ class Saver:
         for path in state_dirs:
             shutil.rmtree(path, ignore_errors=True)
             logger.info("removed old state: %s", path)
+
+
+def refuse_non_finite(vectors_by_slot: dict, path: Path) -> None:
+    """Never write NaN/Inf vectors: over an existing file they would destroy good work, and alone they are useless."""
+    import torch
+
+    for slot, tensor in vectors_by_slot.items():
+        if not torch.isfinite(tensor).all():
+            kept = f"{path} keeps its previous content" if path.exists() else f"{path} was not written"
+            raise UserError(f"not saved: the trained {slot} vectors hold NaN/Inf; {kept}. The earlier saves hold the last "
+                            "finite vectors; lower --learning_rate or pass --skip_nan")

@@ -61,9 +61,12 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict, P
     try:
         progress = Progress(**json.loads((path / "progress.json").read_text()))
         vectors = load_file(str(path / "vectors.safetensors"))
-    except (OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+    except Exception as err:  # safetensors' SafetensorError has no stable import path
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"--resume {path}: the state folder is damaged ({reason})") from None
+    bad = [name for name, tensor in vectors.items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise UserError(f"--resume {path}: the saved vectors ({', '.join(bad)}) hold NaN/Inf; resume from an earlier state")
     if not isinstance(optimizer_state, dict) or not isinstance(scheduler_state, dict):
         raise UserError(f"--resume {path}: the state folder is damaged (optimizer.pt or lr_scheduler.pt holds no state dict)")
     return vectors, optimizer_state, scheduler_state, progress
