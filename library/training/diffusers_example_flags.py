@@ -133,6 +133,8 @@ def apply_diffusers_example_args(args: argparse.Namespace, parser: argparse.Argu
         if others:
             raise UserError(f"--learnable_property and {others[0]} both choose the prompt templates; give only one of them")
         setattr(args, f"use_{args.learnable_property}_template", True)
+    elif _flat_train_data_dir(args) and not any(getattr(args, f, None) for f in ("use_object_template", "use_style_template", "template_file")):
+        args.use_object_template = True  # the example's default learnable_property, for its layout
 
     if args.num_train_epochs is not None and ours_given("max_train_steps"):
         logger.warning("--max_train_steps %d overrides --num_train_epochs %d, as in the diffusers example", args.max_train_steps, args.num_train_epochs)
@@ -162,6 +164,12 @@ def apply_diffusers_example_args(args: argparse.Namespace, parser: argparse.Argu
         raise UserError("--center_crop (diffusers example) and --random_crop contradict each other; give only one of them")
     args._diffusers_outputs = not args.output_name  # the example's file names, unless --output_name asks for ours
     return args
+
+
+def _flat_train_data_dir(args: argparse.Namespace) -> bool:
+    from library.dataset.flat_folder import is_flat_folder
+
+    return bool(getattr(args, "train_data_dir", None)) and not getattr(args, "dataset_config", None) and is_flat_folder(args.train_data_dir)
 
 
 def _refuse_hub(args: argparse.Namespace) -> None:

@@ -121,9 +121,10 @@ def _training_set_prompt(group, token_string: str) -> list:
     from library.sampling.prompt_options import PromptSpec
     from library.tokens import contains_token
 
+    width, height = next((tuple(p.params.resolution) for p in group.parts if p.params.resolution), (None, None))
     for path, caption in group.iter_captions(with_paths=True):
         if contains_token(caption, token_string):
             logger.info("no --sample_prompts: sample images use the training caption %r (of %s)", caption, path)
-            return [PromptSpec(prompt=caption, source=f"training caption of {path}")]
+            return [PromptSpec(prompt=caption, width=width, height=height, source=f"training caption of {path}")]
     logger.warning("no --sample_prompts and no training caption holds %r: sample images use the prompt %r", token_string, token_string)
-    return [PromptSpec(prompt=token_string, source="the token string")]
+    return [PromptSpec(prompt=token_string, width=width, height=height, source="the token string")]

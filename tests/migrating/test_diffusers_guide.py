@@ -91,3 +91,25 @@ def test_flat_folder_problems_are_one_line_errors(tiny_model_dir, tmp_path, layo
     message = str(err.value)
     assert "\n" not in message and str(data) in message
     assert ("has no images" if layout == "empty" else "mixes 1 N_name subfolder(s)") in message
+
+
+@pytest.mark.slow
+def test_sdxl_example_flags_write_the_pair_that_diffusers_loads_and_a_full_pipeline(tiny_model_dir, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+
+    from sdxl_train_textual_inversion import main as sdxl_main
+
+    tiny, out = tiny_model_dir("sdxl"), tmp_path / "out"
+    sdxl_main([f"--pretrained_model_name_or_path={tiny}", f"--train_data_dir={flat_folder(tmp_path / 'cat_toy', 2)}", *GUIDE_FLAGS,
+               "--resolution=64", "--max_train_steps=1", f"--output_dir={out}", "--seed=1", "--save_as_full_pipeline"])
+    first, second = load_file(str(out / "learned_embeds.safetensors")), load_file(str(out / "learned_embeds_2.safetensors"))
+    assert list(first) == list(second) == ["<cat-toy>"]
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny))
+    # the SDXL example's README: each file into its own text encoder
+    pipe.load_textual_inversion(first["<cat-toy>"], token="<cat-toy>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(second["<cat-toy>"], token="<cat-toy>", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    full = StableDiffusionXLPipeline.from_pretrained(str(out))
+    for tokenizer, encoder, vectors in ((full.tokenizer, full.text_encoder, first), (full.tokenizer_2, full.text_encoder_2, second)):
+        token_id = tokenizer.convert_tokens_to_ids("<cat-toy>")
+        assert torch.equal(encoder.get_input_embeddings().weight[token_id].detach(), vectors["<cat-toy>"][0])
