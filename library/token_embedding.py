@@ -49,13 +49,15 @@ class ExtendedTokenEmbedding(nn.Module):
         return start, start + vectors.shape[0]
 
 
-def install_vectors(text_encoder: nn.Module, vectors: torch.Tensor, trainable: bool = True) -> ExtendedTokenEmbedding:
+def install_vectors(text_encoder: nn.Module, vectors: torch.Tensor, trainable: bool = True, *, separate: bool = False) -> ExtendedTokenEmbedding:
     """Put `vectors` behind the text encoder's vocabulary (ids from its current size on).
 
-    If the encoder already has an ExtendedTokenEmbedding, the vectors are appended to it.
+    If the encoder already has an ExtendedTokenEmbedding, the vectors are appended to it; with `separate` they get a
+    module (and a parameter) of their own wrapped around it instead, so that several concepts trained in one run
+    (issue 17) each have their own parameter, optimizer param group and learning rate.
     """
     current = text_encoder.get_input_embeddings()
-    if isinstance(current, ExtendedTokenEmbedding):
+    if isinstance(current, ExtendedTokenEmbedding) and not separate:
         current.extend(vectors)
         return current
     extended = ExtendedTokenEmbedding(current, vectors, trainable=trainable)

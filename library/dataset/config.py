@@ -18,7 +18,7 @@ from library.dataset.arguments import default_dataset_args
 from library.dataset.config_file import read_config_file
 from library.dataset.config_paths import attach_mask_folders, check_dataset_paths
 from library.dataset.config_schema import (
-    ALL_KEYS, DATASET_ALLOWED, DATASET_KEYS, DREAMBOOTH, DREAMBOOTH_INHERITED_KEYS, FINE_TUNING, GENERAL_ALLOWED,
+    ALL_KEYS, CONCEPT_KEYS, DATASET_ALLOWED, DATASET_KEYS, DREAMBOOTH, DREAMBOOTH_INHERITED_KEYS, FINE_TUNING, GENERAL_ALLOWED,
     MASKED, RESIZE_INTERPOLATIONS, SUBSET_ALLOWED, SUBSET_INHERITED_KEYS, SUBSET_ONLY_KEYS, SUBSET_REQUIRED,
     DatasetConfigError, convert_value, explain_top_level_key, explain_unknown_key,
 )
@@ -249,7 +249,7 @@ def _missing_key_message(key: str, style: str) -> str:
 def _subset_fields(style: str) -> list[str]:
     # Which SubsetParams fields a style takes from the tables; the rest keep their defaults, as in sd-scripts'
     # DreamBooth/FineTuning/ControlNet subset params classes.
-    fields = list(SUBSET_INHERITED_KEYS) + ["image_dir"]
+    fields = list(SUBSET_INHERITED_KEYS) + list(CONCEPT_KEYS) + ["image_dir"]
     if style == DREAMBOOTH:
         fields += list(DREAMBOOTH_INHERITED_KEYS) + ["is_reg", "alpha_mask"]
     elif style == FINE_TUNING:
@@ -385,6 +385,12 @@ def _check_subset_values(label: str, style: str, p: SubsetParams, sources: dict,
         problems.add(f"{at('token_warmup_step')} must be 0 or more, got {p.token_warmup_step}")
     if not 0 <= p.caption_tag_dropout_rate < 1:
         problems.add(f"{at('caption_tag_dropout_rate')} must be at least 0 and below 1, got {p.caption_tag_dropout_rate}")
+    if p.num_vectors_per_token is not None and p.num_vectors_per_token < 1:
+        problems.add(f"{at('num_vectors_per_token')} must be 1 or more, got {p.num_vectors_per_token}")
+    if p.learning_rate is not None and not p.learning_rate > 0:
+        problems.add(f"{at('learning_rate')} must be above 0, got {p.learning_rate}")
+    if p.token_string is not None and (not p.token_string.strip() or any(c.isspace() for c in p.token_string)):
+        problems.add(f"{at('token_string')} must be one word without spaces, got {p.token_string!r}")
     if p.caption_separator == "":
         problems.add(f"{at('caption_separator')} must not be empty")
     if p.face_crop_aug_range is not None:

@@ -78,6 +78,17 @@ DREAMBOOTH_INHERITED_KEYS = _table(
     KeySpec("cache_info", BOOL, "cache_info"),
 )
 
+# A subset's concept (issue 17: several embeddings in one run), inherited like the keys above. `arg` stays None on
+# purpose: a subset that leaves them all out trains the command-line concept (--token_string and its flags), so a
+# config without them behaves exactly as before. Not sd-scripts keys (it trains one token string per run).
+CONCEPT_KEYS = _table(
+    KeySpec("token_string", STR),
+    KeySpec("init_word", STR),
+    KeySpec("num_vectors_per_token", INT),
+    KeySpec("output_name", STR),
+    KeySpec("learning_rate", NUMBER),
+)
+
 # Written on each [[datasets.subsets]] only.
 SUBSET_ONLY_KEYS = _table(
     KeySpec("image_dir", STR),
@@ -88,21 +99,21 @@ SUBSET_ONLY_KEYS = _table(
 )
 
 ALL_KEYS: dict[str, KeySpec] = {
-    **DATASET_KEYS, **SUBSET_INHERITED_KEYS, **DREAMBOOTH_INHERITED_KEYS, **SUBSET_ONLY_KEYS,
+    **DATASET_KEYS, **SUBSET_INHERITED_KEYS, **DREAMBOOTH_INHERITED_KEYS, **SUBSET_ONLY_KEYS, **CONCEPT_KEYS,
 }
 
-GENERAL_ALLOWED = set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | set(DREAMBOOTH_INHERITED_KEYS)
+GENERAL_ALLOWED = set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | set(DREAMBOOTH_INHERITED_KEYS) | set(CONCEPT_KEYS)
 
 DATASET_ALLOWED = {
-    DREAMBOOTH: set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | set(DREAMBOOTH_INHERITED_KEYS),
-    FINE_TUNING: set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS),
-    MASKED: set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | {"caption_extension", "cache_info"},
+    DREAMBOOTH: set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | set(DREAMBOOTH_INHERITED_KEYS) | set(CONCEPT_KEYS),
+    FINE_TUNING: set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | set(CONCEPT_KEYS),
+    MASKED: set(DATASET_KEYS) | set(SUBSET_INHERITED_KEYS) | {"caption_extension", "cache_info"} | set(CONCEPT_KEYS),
 }
 
 SUBSET_ALLOWED = {
-    DREAMBOOTH: set(SUBSET_INHERITED_KEYS) | set(DREAMBOOTH_INHERITED_KEYS) | {"image_dir", "is_reg", "alpha_mask"},
-    FINE_TUNING: set(SUBSET_INHERITED_KEYS) | {"metadata_file", "image_dir", "alpha_mask"},
-    MASKED: set(SUBSET_INHERITED_KEYS) | {"caption_extension", "cache_info", "image_dir", "conditioning_data_dir"},
+    DREAMBOOTH: set(SUBSET_INHERITED_KEYS) | set(DREAMBOOTH_INHERITED_KEYS) | {"image_dir", "is_reg", "alpha_mask"} | set(CONCEPT_KEYS),
+    FINE_TUNING: set(SUBSET_INHERITED_KEYS) | {"metadata_file", "image_dir", "alpha_mask"} | set(CONCEPT_KEYS),
+    MASKED: set(SUBSET_INHERITED_KEYS) | {"caption_extension", "cache_info", "image_dir", "conditioning_data_dir"} | set(CONCEPT_KEYS),
 }
 
 SUBSET_REQUIRED = {

@@ -111,12 +111,27 @@ class DatasetPart:
         for i, record in enumerate(records):
             buckets.setdefault(record.bucket, []).extend([i] * repeats[i])
         self.buckets = {b: items for b, items in sorted(buckets.items()) if items}
-        self.num_batches = sum(math.ceil(len(items) / self.batch_size) for items in self.buckets.values())
+        self.num_batches = sum(math.ceil(len(items) / self.batch_size) for items in self.batch_pools())
+
+    def concept_of(self, record_index: int) -> int:
+        """The concept (index into the run's concepts) that image `record_index` trains."""
+        return getattr(self.subsets[self.records[record_index].subset_index], "concept", 0)
+
+    def batch_pools(self) -> list[list[int]]:
+        """The pools batches are cut from: each bucket, split by concept when several concepts share it (issue 17),
+        so that a batch holds one concept's images. With one concept these are the buckets, as before."""
+        pools = []
+        for items in self.buckets.values():
+            by_concept: dict[int, list[int]] = {}
+            for i in items:
+                by_concept.setdefault(self.concept_of(i), []).append(i)
+            pools += [items] if len(by_concept) <= 1 else [by_concept[c] for c in sorted(by_concept)]
+        return pools
 
     def plan_batches(self, rng: random.Random) -> list[tuple[int, list[int]]]:
-        """This epoch's batches: (part index, record indices), each batch from one bucket."""
+        """This epoch's batches: (part index, record indices), each batch from one bucket and one concept."""
         batches = []
-        for items in self.buckets.values():
+        for items in self.batch_pools():
             items = list(items)
             rng.shuffle(items)
             for start in range(0, len(items), self.batch_size):
@@ -137,6 +152,7 @@ class DatasetGroup(Dataset):
         templates: Optional[list[str]] = None,
         token_string: Optional[str] = None,
         prior_loss_weight: float = 1.0,
+        concept_tokens: Optional[list[str]] = None,
     ):
         if templates and not token_string:
             raise ValueError("templates need the token string they fill in")
@@ -146,9 +162,12 @@ class DatasetGroup(Dataset):
         self.caption_rewrite = caption_rewrite
         self.templates = list(templates) if templates else None
         self.token_string = token_string
+        # several concepts (issue 17): the token string of each concept index; templates and tag dropout use the
+        # token string of the subset's own concept
+        self.concept_tokens = list(concept_tokens) if concept_tokens else None
         if token_string:  # tag dropout never drops the trained token
             for part in parts:
-                part.caption_opts = [replace(o, protected_token=token_string) for o in part.caption_opts]
+                part.caption_opts = [replace(o, protected_token=self._token_of(s)) for o, s in zip(part.caption_opts, part.subsets)]
         self.prior_loss_weight = prior_loss_weight
         # shared with DataLoader workers (also persistent ones) so set_epoch/set_step reach them
         self._epoch = multiprocessing.RawValue("q", 0)
@@ -229,6 +248,13 @@ class DatasetGroup(Dataset):
         ]
         return _stack(samples)
 
+    def _token_of(self, subset) -> Optional[str]:
+        """The token string a subset's captions train: its concept's, or the run's single token string."""
+        concept = getattr(subset, "concept", 0)
+        if self.concept_tokens and 0 <= concept < len(self.concept_tokens):
+            return self.concept_tokens[concept]
+        return self.token_string
+
     def _caption(
         self, part: DatasetPart, record: ImageRecord, rng: random.Random, step: int, epoch: int, dropout: bool = True
     ) -> str:
@@ -249,7 +275,7 @@ class DatasetGroup(Dataset):
             epoch=epoch + 1,  # set_epoch is 0-based; sd-scripts counts epochs from 1 for caption dropout
         )
         if self.templates:
-            caption = apply_templates(self.templates, self.token_string, caption, rng)
+            caption = apply_templates(self.templates, self._token_of(part.subsets[record.subset_index]), caption, rng)
         return caption
 
     def _reg_weight(self, part: DatasetPart) -> float:
@@ -292,14 +318,17 @@ class DatasetGroup(Dataset):
 
     # ---- for the trainer
 
-    def iter_captions(self, *, include_reg: bool = False, with_paths: bool = False) -> Iterator:
+    def iter_captions(self, *, include_reg: bool = False, with_paths: bool = False, concept: Optional[int] = None) -> Iterator:
         """Each image's processed caption once (templates applied; no token rewrite, warmup or dropout).
 
-        Regularization images are left out unless `include_reg`; `with_paths` yields (path, caption).
+        Regularization images are left out unless `include_reg`; `with_paths` yields (path, caption); `concept`
+        keeps only the images that train that concept.
         """
         for part in self.parts:
             for record in part.records:
                 if record.is_reg and not include_reg:
+                    continue
+                if concept is not None and getattr(part.subsets[record.subset_index], "concept", 0) != concept:
                     continue
                 rng = random.Random(f"captions:{self.seed}:{record.path}")
                 caption = self._caption(part, record, rng, _AFTER_WARMUP, 0, dropout=False)
@@ -358,7 +387,21 @@ class DatasetGroup(Dataset):
             templates=self.templates,
             token_string=self.token_string,
             prior_loss_weight=self.prior_loss_weight,
+            concept_tokens=self.concept_tokens,
         )
+
+    def concept_counts(self, concept: int) -> tuple[int, int, int]:
+        """(images, images with repeats, batches of epoch 0) that train `concept`; regularization images left out."""
+        images = sum(1 for p in self.parts for i, r in enumerate(p.records) if not r.is_reg and p.concept_of(i) == concept)
+        repeated = sum(n for p in self.parts for i, (r, n) in enumerate(zip(p.records, p.repeats))
+                       if not r.is_reg and p.concept_of(i) == concept)
+        batches = sum(1 for part_index, items in self.batch_plan(0) if self.parts[part_index].concept_of(items[0]) == concept)
+        return images, repeated, batches
+
+    def batch_concept(self, index: int) -> int:
+        """The concept batch `index` of the current epoch trains (a batch holds one concept's images)."""
+        part_index, items = self.batch_plan(self.epoch)[index]
+        return self.parts[part_index].concept_of(items[0])
 
     def summary_lines(self) -> list[str]:
         """Human-readable description: datasets, subsets, images, repeats, buckets with counts."""
@@ -452,6 +495,7 @@ def build_dataset_group(
     seed: int = 0,
     skip_bad_images: bool = False,
     prior_loss_weight: float = 1.0,
+    concept_tokens: Optional[list[str]] = None,
 ) -> DatasetGroup:
     """Scan and validate every subset (one UserError lists all problems), bucket, balance reg images."""
     report = Report()
@@ -486,4 +530,5 @@ def build_dataset_group(
         templates=templates,
         token_string=token_string,
         prior_loss_weight=prior_loss_weight,
+        concept_tokens=concept_tokens,
     )

@@ -43,6 +43,13 @@ class SubsetParams:
     custom_attributes: Optional[dict] = None
     # masked-loss mode only (--masked_loss): folder of mask images named like the training images
     conditioning_data_dir: Optional[str] = None
+    # the concept this subset trains (issue 17); all None: the command-line concept (--token_string etc.)
+    token_string: Optional[str] = None
+    init_word: Optional[str] = None
+    num_vectors_per_token: Optional[int] = None
+    output_name: Optional[str] = None
+    learning_rate: Optional[float] = None
+    concept: int = 0  # index into the run's concepts, set by library.training.concepts (not a TOML key)
 
     @property
     def is_fine_tuning(self) -> bool:

@@ -32,21 +32,32 @@ def resolve_templates(args: argparse.Namespace) -> list[str] | None:
     return None  # flag_rules already refused more than one source
 
 
-def build_datasets(args: argparse.Namespace, tokens):
-    """(train group, validation group or None, templates) with captions rewritten to the N new tokens."""
+def dataset_params(args: argparse.Namespace):
+    """The validated dataset settings the flags describe (--dataset_config's TOML or the CLI-only forms)."""
     from library.dataset.config import dataset_params_from_args
+
+    return dataset_params_from_args(args)
+
+
+def build_datasets(args: argparse.Namespace, tokens, params=None):
+    """(train group, validation group or None, templates) with captions rewritten to the N new tokens.
+
+    `params` are the dataset settings already read (and their subsets' concepts resolved); read here if None.
+    """
     from library.dataset.group import build_dataset_group
 
     templates = resolve_templates(args)
-    params = dataset_params_from_args(args)
+    params = params if params is not None else dataset_params(args)
+    concepts = getattr(tokens, "concepts", [tokens])
     group = build_dataset_group(
         params,
         caption_rewrite=tokens.caption_rewriter(),
         templates=templates,
-        token_string=args.token_string,
+        token_string=tokens.token_string,
         seed=args.seed if args.seed is not None else 0,
         skip_bad_images=args.skip_bad_images,
         prior_loss_weight=args.prior_loss_weight,
+        concept_tokens=[c.token_string for c in concepts] if len(concepts) > 1 else None,
     )
     if templates is None and _captions_written_without_token(args, group):
         from library.dataset.templates import a1111_filewords_templates
@@ -97,6 +108,38 @@ def check_token_in_captions(group, token_string: str, *, templates_used: bool) -
         "%d of %d captions do not contain the token string %r; those images teach the vectors nothing (e.g. %s)",
         len(missing), len(captions), token_string, examples,
     )
+
+
+def check_concepts(group, concepts, *, templates_used: bool) -> None:
+    """Several concepts (issue 17): each needs images, and its token in at least one of its own captions.
+
+    One UserError lists every concept that fails, naming its subsets; then each concept gets the one-concept
+    warning for captions that lack its token.
+    """
+    problems = []
+    for index, concept in enumerate(concepts):
+        images, _, _ = group.concept_counts(index)
+        where = ", ".join(concept.subsets) or "the command line"
+        if images == 0:
+            problems.append(f"the concept {concept.token_string!r} ({where}) has no training images")
+            continue
+        if templates_used:
+            continue
+        captions = list(group.iter_captions(concept=index))
+        if not any(contains_token(c, concept.token_string) for c in captions):
+            problems.append(
+                f"none of the {len(captions)} captions of the concept {concept.token_string!r} ({where}) contains "
+                f"{concept.token_string!r}, so its vectors would never be used; add it to those captions (or "
+                f"caption_prefix = \"{concept.token_string}, \" in those subsets)"
+            )
+    if problems:
+        raise UserError(problems[0] if len(problems) == 1 else "several concepts cannot train:\n" + "\n".join(f"  - {p}" for p in problems))
+    for index, concept in enumerate(concepts):
+        captions = list(group.iter_captions(concept=index))
+        missing = [c for c in captions if not contains_token(c, concept.token_string)] if not templates_used else []
+        if missing:
+            logger.warning("%d of %d captions of the concept %r do not contain it; those images teach its vectors nothing (e.g. %r)",
+                           len(missing), len(captions), concept.token_string, missing[0][:60])
 
 
 def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) -> None:

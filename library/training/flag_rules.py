@@ -54,7 +54,8 @@ def _on(args: argparse.Namespace, dest: str) -> bool:
 
 
 def _required_and_counts(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
-    if not (getattr(args, "token_string", None) or "").strip():
+    if not (getattr(args, "token_string", None) or "").strip() and not _on(args, "dataset_config"):
+        # with a dataset config every subset may name its own token_string: _dataset_problems checks that case
         problems.add("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
     for flag in ("max_train_steps", "gradient_accumulation_steps", "num_vectors_per_token", "validate_every_n_steps",
                  "validate_every_n_epochs", "max_validation_steps"):
@@ -222,6 +223,7 @@ def _dataset_problems(args: argparse.Namespace, problems: Problems) -> None:
         problems.add(str(err))
         return
     _validation_without_split(args, params)
+    _concept_problems(args, params, problems)
     cache_flag = cached_latents_flag(args)
     if cache_flag:
         for i, dataset in enumerate(params.datasets):
@@ -232,6 +234,24 @@ def _dataset_problems(args: argparse.Namespace, problems: Problems) -> None:
                             f"{key} (datasets[{i}].subsets[{j}], or --{key}) cannot be combined with {cache_flag}: cached "
                             f"latents are encoded once, so they cannot change every step; drop one of the two"
                         )
+
+
+def _concept_problems(args: argparse.Namespace, params, problems: Problems) -> None:
+    """Several concepts in one run (issue 17): every training subset needs a token string, and concepts must not clash."""
+    from library.training.concepts import resolve_concepts
+
+    if not (getattr(args, "token_string", None) or "").strip():
+        unnamed = [f"datasets[{i}].subsets[{j}]" for i, d in enumerate(params.datasets) for j, s in enumerate(d.subsets)
+                   if not s.is_reg and s.token_string is None]
+        if unnamed:
+            problems.add(
+                "--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4' "
+                f"(or set token_string in the dataset config for {', '.join(unnamed)})"
+            )
+    try:
+        resolve_concepts(params, args)
+    except UserError as err:
+        problems.add(str(err))
 
 
 def _validation_without_split(args: argparse.Namespace, params) -> None:

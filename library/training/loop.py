@@ -38,7 +38,8 @@ from library.training.token_window import token_window, warn_if_captions_overflo
 from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
-from library.training.trainable_tokens import setup_trainable_tokens
+from library.training.trainable_tokens import setup_concept_tokens, setup_trainable_tokens
+from library.training.concepts import concept_learning_rate, concept_summary_lines, resolve_concepts
 from library.training.zero_gradient import batch_reaches_vectors, fill_missing_gradients
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class TrainResult:
     tokens: object = None
     skipped_backwards: int = 0  # batches that could not reach the vectors (exact zero gradient, no backward)
     validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of each validation
+    output_files: list = field(default_factory=list)  # every concept's final embedding (one with one concept)
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -78,6 +80,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     is_main = accelerator.is_main_process
     # where the run writes is checked before minutes of model loading (issue 19): a run never dies at its first save
     preflight.prepare_output(args, is_main=is_main)
+    # the concepts the run trains (issue 17): one from the flags, or several named by the dataset config's subsets
+    dataset_params = data_setup.dataset_params(args)
+    concepts = resolve_concepts(dataset_params, args)
 
     # --- models: frozen weights in the mixed-precision dtype, then fp32 trainable vectors behind the vocabulary
     models = model_setup.load_models_for(args, sdxl=sdxl)
@@ -90,21 +95,29 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         from library.models.fp8_storage import store_in_fp8
 
         logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet, weight_dtype))
-    initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, args.num_vectors_per_token) if args.weights else None
-    tokens = setup_trainable_tokens(
-        models.tokenizers,
-        models.text_encoders,
-        list(family.slots),
-        token_string=args.token_string,
-        num_vectors=args.num_vectors_per_token,
-        init_word=args.init_word,
-        initial_vectors=initial_vectors,
-        trained=family.trained_encoders(getattr(args, "ti_text_encoders", None)),
-    )
+    trained = family.trained_encoders(getattr(args, "ti_text_encoders", None))
+    if len(concepts) == 1:
+        concept = concepts[0]
+        initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, concept.num_vectors) if args.weights else None
+        tokens = setup_trainable_tokens(
+            models.tokenizers,
+            models.text_encoders,
+            list(family.slots),
+            token_string=concept.token_string,
+            num_vectors=concept.num_vectors,
+            init_word=concept.init_word,
+            initial_vectors=initial_vectors,
+            trained=trained,
+        )
+    else:  # each concept's tokens added once, each with its own parameter (and optimizer param group)
+        tokens = setup_concept_tokens(models.tokenizers, models.text_encoders, list(family.slots), concepts, trained=trained)
 
     # --- data: captions rewritten to the N tokens, validated as a whole before any compute is spent
-    group, val_group, templates = data_setup.build_datasets(args, tokens)
-    data_setup.check_token_in_captions(group, args.token_string, templates_used=bool(templates))
+    group, val_group, templates = data_setup.build_datasets(args, tokens, dataset_params)
+    if len(concepts) == 1:
+        data_setup.check_token_in_captions(group, tokens.token_string, templates_used=bool(templates))
+    else:
+        data_setup.check_concepts(group, concepts, templates_used=bool(templates))
     warn_if_captions_overflow(group, models.tokenizers[0], tokens, token_window(args))
     if args.debug_dataset:
         data_setup.debug_dataset(args, group, models.tokenizers)
@@ -135,7 +148,12 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     steps_per_epoch, num_epochs, max_steps = total_steps(args, len(dataloader), accelerator.num_processes)
     group.set_max_train_steps(max_steps)  # --token_warmup_step may be a ratio of the run
     learning_rate = base_learning_rate(args, accelerator.num_processes)
-    optimizer, optimizer_name = build_optimizer_for(args, tokens.parameters(), learning_rate)
+    cli_rate = base_learning_rate(argparse.Namespace(**{**vars(args), "scale_lr": False}), 1)
+    rates = [concept_learning_rate(c, learning_rate, cli_rate) for c in concepts]
+    if len(concepts) == 1:
+        optimizer, optimizer_name = build_optimizer_for(args, tokens.parameters(), rates[0])
+    else:  # one optimizer, one param group per concept (its own learning rate), one LR schedule scaling every group
+        optimizer, optimizer_name = build_optimizer_for(args, tokens.param_groups(rates), learning_rate)
     lr_scheduler = build_lr_scheduler_for(args, optimizer, max_steps)
     for module in (models.unet, *models.text_encoders):
         module.to(device)
@@ -144,6 +162,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     model_setup.set_attention(args, models.unet)
     if args.torch_compile:
         model_setup.compile_unet(args, models.unet)
+    stems = [c.file_stem(len(concepts) == 1, args.output_name) for c in concepts]
+    if len(concepts) == 1 and concepts[0].output_name:
+        stems = [concepts[0].output_name]
     prepared = accelerator.prepare(*models.text_encoders, optimizer, dataloader)
     text_encoders, optimizer, dataloader = list(prepared[:-2]), prepared[-2], prepared[-1]
 
@@ -159,10 +180,12 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     if is_main:
         print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
+        if len(concepts) > 1:
+            print("\n".join(concept_summary_lines(concepts, tokens, group, rates, stems)), flush=True)
     if accelerator.trackers == [] and args.log_with:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
-    saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs)
+    saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs, stems=stems)
     if is_main:
         vector_bytes = sum(v.numel() * 4 for v in tokens.vectors_by_slot().values())
         preflight.check_free_space(args, vector_bytes, max_steps, num_epochs)
@@ -267,7 +290,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
     accelerator.end_training()
-    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses)
+    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, saver.final_paths)
 
 
 def check_resume_matches(path: str, progress: Progress, tokens) -> None:

@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 class Saver:
     """Writes `NAME-000005.ext`, `NAME-step00000500.ext`, `NAME.ext` and their `-state` folders (main process only)."""
 
-    def __init__(self, args: argparse.Namespace, models, family, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
+    def __init__(self, args: argparse.Namespace, models, family, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int,
+                 stems: list[str] | None = None):
         self.args = args
         self.resolution = resolution
         self.num_epochs = num_epochs  # the last epoch is written as NAME.ext by save_final, not as an epoch file
@@ -28,13 +29,19 @@ class Saver:
         self.hasher = hasher
         self.accelerator = accelerator
         self.output_dir = Path(args.output_dir or ".")
-        self.name = args.output_name or "last"
+        self.name = args.output_name or "last"  # the state folders' name (and the one embedding's, with one concept)
+        # one embedding file per concept (issue 17): (file stem, that concept's tokens); one concept keeps self.name
+        concepts = getattr(tokens, "concepts", [tokens])
+        if stems and len(concepts) == 1:
+            self.name = stems[0]
+        self.units = [(self.name, tokens)] if len(concepts) == 1 else list(zip(stems or [c.token_string for c in concepts], concepts))
         self.format = args.save_model_as or "safetensors"
         self.suffix = ck.EXTENSIONS[self.format]
         self.every_n_epochs = save_every_n_epochs_for(args, num_epochs)  # --save_n_epoch_ratio may set it
         self.modelspec_extras = modelspec_extras(args)  # read once: --metadata_thumbnail may name an image file
         # the diffusers example's file names (learned_embeds*.safetensors, checkpoint-N/), see diffusers_outputs
         self.diffusers_layout = bool(getattr(args, "_diffusers_outputs", False))
+        self.final_paths: list[Path | None] = []
         self.preview = None  # set by the loop: step -> PIL image for --save_embedding_png, or None
 
     # --- what the loop calls
@@ -44,14 +51,15 @@ class Saver:
             self._save_checkpoint(progress, optimizer, lr_scheduler)
         if not args.save_every_n_steps or step % args.save_every_n_steps:
             return
-        stem = ck.step_stem(self.name, step)
-        self._save_embedding(stem, progress.global_step, progress.epoch)
+        for name, unit in self.units:
+            self._save_embedding(ck.step_stem(name, step), progress.global_step, progress.epoch, unit, name)
         if args.save_state:
-            self._save_state(stem, progress, optimizer, lr_scheduler)
+            self._save_state(ck.step_stem(self.name, step), progress, optimizer, lr_scheduler)
         if not self.accelerator.is_main_process:
             return
         if args.save_last_n_steps:
-            self._remove(ck.outdated_step_saves(self.output_dir, self.name, self.suffix, step, args.save_last_n_steps))
+            for name, _ in self.units:
+                self._remove(ck.outdated_step_saves(self.output_dir, name, self.suffix, step, args.save_last_n_steps))
         keep_states = args.save_last_n_steps_state or args.save_last_n_steps  # sd-scripts: the _state flag wins for states
         if args.save_state and keep_states:
             self._remove_states(ck.outdated_step_saves(self.output_dir, self.name, ck.STATE_SUFFIX, step, keep_states))
@@ -61,20 +69,23 @@ class Saver:
         every = self.every_n_epochs
         if not every or epoch % every or epoch >= self.num_epochs:
             return
-        stem = ck.epoch_stem(self.name, epoch)
-        self._save_embedding(stem, progress.global_step, epoch)
+        for name, unit in self.units:
+            self._save_embedding(ck.epoch_stem(name, epoch), progress.global_step, epoch, unit, name)
         if args.save_state:
-            self._save_state(stem, progress, optimizer, lr_scheduler)
+            self._save_state(ck.epoch_stem(self.name, epoch), progress, optimizer, lr_scheduler)
         if not self.accelerator.is_main_process:
             return
         if args.save_last_n_epochs:
-            self._remove(ck.outdated_epoch_saves(self.output_dir, self.name, self.suffix, epoch, every, args.save_last_n_epochs))
+            for name, _ in self.units:
+                self._remove(ck.outdated_epoch_saves(self.output_dir, name, self.suffix, epoch, every, args.save_last_n_epochs))
         keep_states = args.save_last_n_epochs_state or args.save_last_n_epochs  # sd-scripts: the _state flag wins for states
         if args.save_state and keep_states:
             self._remove_states(ck.outdated_epoch_saves(self.output_dir, self.name, ck.STATE_SUFFIX, epoch, every, keep_states))
 
     def save_final(self, step: int, epoch: int) -> Path | None:
-        path = self._save_embedding(self.name, step, epoch)
+        """Write every concept's final embedding; returns the first one's path (all of them: `self.final_paths`)."""
+        self.final_paths = [self._save_embedding(name, step, epoch, unit, name) for name, unit in self.units]
+        path = self.final_paths[0]
         if path is not None and self.diffusers_layout and getattr(self.args, "save_as_full_pipeline", None):
             diffusers_outputs.save_full_pipeline(self.output_dir, self.models, self.tokens, path)
         return path
@@ -83,34 +94,36 @@ class Saver:
         self._save_state(self.name, progress, optimizer, lr_scheduler)
 
     # --- internals
-    def _save_embedding(self, stem: str, step: int, epoch: int) -> Path | None:
+    def _save_embedding(self, stem: str, step: int, epoch: int, unit=None, name: str | None = None) -> Path | None:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
         from library.embeddings import save_embedding
 
-        vectors = self.tokens.published_vectors()
+        unit = unit if unit is not None else self.tokens
+        name = name or self.name
+        vectors = unit.published_vectors()
         if self.diffusers_layout:
             refuse_non_finite(vectors, self.output_dir / "learned_embeds")
-            path = diffusers_outputs.save_learned_embeds(self.args, self.output_dir, vectors, self.tokens.token_string, step, final=stem == self.name)
-            self._save_png(path, step, epoch)
+            path = diffusers_outputs.save_learned_embeds(self.args, self.output_dir, vectors, unit.token_string, step, final=stem == name)
+            self._save_png(path, step, epoch, unit, name)
             return path
         path = self.output_dir / f"{stem}{self.suffix}"
         refuse_non_finite(vectors, path)
         save_embedding(
             path,
             vectors,
-            token=self.tokens.token_string,
+            token=unit.token_string,
             step=step,
-            metadata=self._metadata(step, epoch),
+            metadata=self._metadata(step, epoch, unit, name),
             format=self.format,
             dtype=self.args.save_precision,
         )
         logger.info("saved embedding: %s", path)
-        self._save_png(path, step, epoch)
+        self._save_png(path, step, epoch, unit, name)
         return path
 
-    def _save_png(self, path: Path, step: int, epoch: int) -> None:
+    def _save_png(self, path: Path, step: int, epoch: int, unit=None, name: str | None = None) -> None:
         """--save_embedding_png: the same vectors in a preview PNG that AUTOMATIC1111 loads as an embedding."""
         if not getattr(self.args, "save_embedding_png", False):
             return
@@ -118,8 +131,9 @@ class Saver:
 
         png = path.with_name(path.name.rsplit(".", 1)[0] + ".png")
         picture = self.preview(step) if self.preview is not None else None
-        save_embedding(png, self.tokens.vectors_by_slot(), token=self.tokens.token_string, step=step,
-                       metadata=self._metadata(step, epoch), format="a1111-png", dtype=self.args.save_precision, picture=picture)
+        unit = unit if unit is not None else self.tokens
+        save_embedding(png, unit.vectors_by_slot(), token=unit.token_string, step=step,
+                       metadata=self._metadata(step, epoch, unit, name), format="a1111-png", dtype=self.args.save_precision, picture=picture)
         logger.info("saved embedding image: %s", png)
 
     def _save_checkpoint(self, progress: Progress, optimizer, lr_scheduler) -> None:
@@ -147,15 +161,17 @@ class Saver:
         save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
         logger.info("saved state: %s", path)
 
-    def _metadata(self, step: int, epoch: int) -> dict[str, str]:
+    def _metadata(self, step: int, epoch: int, unit=None, name: str | None = None) -> dict[str, str]:
         args = self.args
+        unit = unit if unit is not None else self.tokens
+        several = len(self.units) > 1
         return ck.build_metadata(
             architecture=self.family.modelspec_architecture(self.models.v_parameterization),
             v_parameterization=self.models.v_parameterization,
             resolution=self.resolution,
-            title=args.metadata_title or args.output_name,
-            token_string=self.tokens.token_string,
-            num_vectors=self.tokens.num_vectors,
+            title=(f"{args.metadata_title} ({name})" if args.metadata_title else name) if several else (args.metadata_title or args.output_name),
+            token_string=unit.token_string,
+            num_vectors=unit.num_vectors,
             step=step,
             epoch=epoch,
             base_model=Path(args.pretrained_model_name_or_path).name,

@@ -66,6 +66,94 @@ class TrainableTokens:
     def num_vectors(self) -> int:
         return len(self.names)
 
+    @property
+    def concepts(self) -> list["TrainableTokens"]:
+        """The concepts this object trains: itself (a ConceptTokens has several)."""
+        return [self]
+
+    def triggers(self) -> dict[str, list[str]]:
+        """Token string -> its token names, for every concept (sample-prompt checks)."""
+        return {self.token_string: self.names}
+
+
+@dataclass
+class ConceptTokens:
+    """Several concepts trained in one run (issue 17), each a TrainableTokens with its own parameter per encoder.
+
+    Offers the one-concept interface the loop, saver and sampler use: parameters, the state's vectors (keyed
+    "SLOT/TOKEN_STRING"), the published vectors, a caption rewriter for all concepts, all token names and ids.
+    """
+
+    concepts: list[TrainableTokens]
+
+    @property
+    def token_string(self) -> str:
+        return self.concepts[0].token_string
+
+    @property
+    def names(self) -> list[str]:
+        return [n for c in self.concepts for n in c.names]
+
+    @property
+    def ids(self) -> list[list[int]]:
+        return [[i for c in self.concepts for i in c.ids[k]] for k in range(len(self.slots))]
+
+    @property
+    def slots(self) -> list[str]:
+        return self.concepts[0].slots
+
+    @property
+    def trained(self) -> list[bool]:
+        return self.concepts[0].trained
+
+    @property
+    def embeddings(self) -> list[ExtendedTokenEmbedding]:
+        return [e for c in self.concepts for e in c.embeddings]
+
+    @property
+    def num_vectors(self) -> int:
+        return len(self.names)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for c in self.concepts for p in c.parameters()]
+
+    def param_groups(self, learning_rates: list[float]) -> list[dict]:
+        """One optimizer param group per concept, with its own learning rate."""
+        return [{"params": c.parameters(), "lr": lr} for c, lr in zip(self.concepts, learning_rates)]
+
+    def vectors_by_slot(self) -> dict[str, torch.Tensor]:
+        return {f"{slot}/{c.token_string}": v for c in self.concepts for slot, v in c.vectors_by_slot().items()}
+
+    def published_vectors(self) -> dict[str, torch.Tensor]:
+        return {f"{slot}/{c.token_string}": v for c in self.concepts for slot, v in c.published_vectors().items()}
+
+    @contextmanager
+    def published(self) -> Iterator[None]:
+        live = self.vectors_by_slot()
+        self.load_vectors(self.published_vectors())
+        try:
+            yield
+        finally:
+            self.load_vectors(live)
+
+    def load_vectors(self, vectors: dict[str, torch.Tensor]) -> None:
+        for c in self.concepts:
+            c.load_vectors({slot: vectors[f"{slot}/{c.token_string}"] for slot in c.slots})
+
+    def caption_rewriter(self):
+        """Every concept's token string rewritten to its names (names never overlap: concepts.resolve_concepts)."""
+        rewriters = [c.caption_rewriter() for c in self.concepts]
+
+        def rewrite(caption: str) -> str:
+            for r in rewriters:
+                caption = r(caption)
+            return caption
+
+        return rewrite
+
+    def triggers(self) -> dict[str, list[str]]:
+        return {c.token_string: c.names for c in self.concepts}
+
 
 def setup_trainable_tokens(
     tokenizers: list,
@@ -77,10 +165,12 @@ def setup_trainable_tokens(
     init_word: str | None,
     initial_vectors: dict[str, torch.Tensor] | None = None,
     trained: list[bool] | None = None,
+    separate: bool = False,
 ) -> TrainableTokens:
     """Add the tokens to each tokenizer and install fp32 vectors behind each text encoder.
 
     Vectors start from `initial_vectors` (--weights) when given, else from the init word's token embeddings.
+    With `separate`, the vectors get their own parameter even if the encoders already hold other new tokens.
     """
     assert token_string and token_string.strip(), "a token string is needed (flag_rules refuses a missing --token_string)"
     names = new_token_names(token_string, num_vectors)
@@ -94,5 +184,14 @@ def setup_trainable_tokens(
             vectors, note = init_vectors_from_word(tokenizer, encoder, init_word, num_vectors)
             if note and slot == slots[0]:
                 logger.info(note)
-        embeddings.append(install_vectors(encoder, vectors, trainable=on))
+        embeddings.append(install_vectors(encoder, vectors, trainable=on, separate=separate))
     return TrainableTokens(token_string, names, ids, embeddings, slots, trained)
+
+
+def setup_concept_tokens(tokenizers: list, text_encoders: list, slots: list[str], concepts, *, trained: list[bool] | None = None) -> ConceptTokens:
+    """Add every concept's tokens to the tokenizers once, each concept with its own parameter per text encoder."""
+    return ConceptTokens([
+        setup_trainable_tokens(tokenizers, text_encoders, slots, token_string=c.token_string, num_vectors=c.num_vectors,
+                               init_word=c.init_word, trained=trained, separate=True)
+        for c in concepts
+    ])

@@ -1,0 +1,127 @@
+"""Several concepts in one run (issue 17), end to end on the tiny SD 1.x model: one embedding file per concept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from library.errors import UserError
+from library.toyworld.world import caption, make_dataset
+from library.training.loop import train
+from library.training.parser import parse_training_args
+from tests.helpers.training import TOKEN, train_argv
+
+SECOND = "toyxcube"
+
+
+def make_two_concept_dataset(root: Path, *, extra_general: str = "", second_keys: str = "") -> Path:
+    """Two image folders: the first trains the command-line concept (TOKEN), the second names its own concept."""
+    first, second = root / "first", root / "second"
+    make_dataset(first, 4, seed=1, include=[("purple", "star")], caption_fn=lambda s: caption(s, subject=TOKEN))
+    make_dataset(second, 2, seed=2, include=[("orange", "cross")], caption_fn=lambda s: caption(s, subject=SECOND))
+    config = root / "dataset.toml"
+    config.write_text(
+        f"[general]\ncaption_extension = '.txt'\n{extra_general}[[datasets]]\nresolution = 64\nbatch_size = 2\n"
+        f"[[datasets.subsets]]\nimage_dir = '{first.as_posix()}'\n"
+        f"[[datasets.subsets]]\nimage_dir = '{second.as_posix()}'\ntoken_string = '{SECOND}'\ninit_word = 'cross'\n"
+        f"num_vectors_per_token = 1\nnum_repeats = 2\n{second_keys}"
+    )
+    return config
+
+
+def run(argv: list[str]):
+    return train(parse_training_args(argv), sdxl=False)
+
+
+@pytest.fixture(scope="module")
+def two_concepts(tmp_path_factory):
+    return make_two_concept_dataset(tmp_path_factory.mktemp("concepts"))
+
+
+@pytest.mark.slow
+def test_two_concepts_train_in_one_run_and_each_gets_its_own_file(tiny_model_dir, tmp_path, two_concepts, capsys):
+    result = run(train_argv(tiny_model_dir("sd1"), two_concepts, tmp_path, "--save_every_n_steps=2", steps=4))
+    first, second = result.tokens.concepts
+    assert (first.token_string, first.num_vectors, second.token_string, second.num_vectors) == (TOKEN, 2, SECOND, 1)
+    # the command-line concept keeps --output_name; the dataset's concept is named by its token string
+    assert [p.name for p in result.output_files] == ["ti.safetensors", f"{SECOND}.safetensors"]
+    assert (tmp_path / "ti-step00000002.safetensors").is_file() and (tmp_path / f"{SECOND}-step00000002.safetensors").is_file()
+    assert torch.equal(load_file(str(tmp_path / "ti.safetensors"))["emb_params"], first.vectors_by_slot()["emb_params"])
+    assert torch.equal(load_file(str(tmp_path / f"{SECOND}.safetensors"))["emb_params"], second.vectors_by_slot()["emb_params"])
+    # both concepts moved from their init words: each received gradient
+    out = capsys.readouterr().out
+    assert "concepts:         2" in out and f"'{SECOND}': 1 vector(s)" in out and "4 images (4 with repeats)" in out
+    assert "2 images (4 with repeats)" in out
+
+
+def test_every_batch_holds_one_concept(tiny_model_dir, tmp_path, two_concepts):
+    from library.dataset.group import build_dataset_group
+    from library.training import data_setup
+    from library.training.concepts import resolve_concepts
+
+    args = parse_training_args(train_argv(tiny_model_dir("sd1"), two_concepts, tmp_path))
+    params = data_setup.dataset_params(args)
+    concepts = resolve_concepts(params, args)
+    group = build_dataset_group(params, concept_tokens=[c.token_string for c in concepts])
+    for epoch in range(3):
+        for part_index, items in group.batch_plan(epoch):
+            part = group.parts[part_index]
+            assert len({part.concept_of(i) for i in items}) == 1
+    assert [group.concept_counts(i)[1] for i in range(2)] == [4, 4]
+
+
+@pytest.mark.slow
+def test_resumed_two_concept_run_equals_an_uninterrupted_one(tiny_model_dir, tmp_path, two_concepts):
+    model = tiny_model_dir("sd1")
+    full = run(train_argv(model, two_concepts, tmp_path / "full", steps=4))
+    run(train_argv(model, two_concepts, tmp_path / "part", "--save_every_n_steps=2", "--save_state", steps=4))
+    state = tmp_path / "part" / "ti-step00000002-state"
+    resumed = run(train_argv(model, two_concepts, tmp_path / "resumed", f"--resume={state}", steps=4))
+    torch.testing.assert_close(resumed.tokens.vectors_by_slot(), full.tokens.vectors_by_slot(), rtol=0, atol=1e-6)
+    assert set(full.tokens.vectors_by_slot()) == {f"emb_params/{TOKEN}", f"emb_params/{SECOND}"}
+
+
+def _group(config: Path, tmp_path: Path, *flags: str):
+    from library.dataset.group import build_dataset_group
+    from library.training import data_setup
+    from library.training.concepts import resolve_concepts
+
+    args = parse_training_args(train_argv(tmp_path, config, tmp_path, *flags))
+    params = data_setup.dataset_params(args)
+    concepts = resolve_concepts(params, args)
+    return build_dataset_group(params, concept_tokens=[c.token_string for c in concepts]), concepts
+
+
+def test_a_concept_whose_token_is_in_none_of_its_captions_is_refused_naming_it(tmp_path):
+    from library.training.data_setup import check_concepts
+
+    config = make_two_concept_dataset(tmp_path, second_keys="caption_prefix = 'a photo, '\n")
+    text = config.read_text().replace(f"token_string = '{SECOND}'", "token_string = 'toyxnever'")
+    config.write_text(text)
+    group, concepts = _group(config, tmp_path)
+    with pytest.raises(UserError, match=r"none of the 2 captions of the concept 'toyxnever' \(datasets\[0\]\.subsets\[1\]\)"):
+        check_concepts(group, concepts, templates_used=False)
+    check_concepts(group, concepts, templates_used=True)  # templates write the token into every caption
+
+
+def test_a_concept_of_only_regularization_images_has_no_images(tmp_path):
+    from library.training.data_setup import check_concepts
+
+    config = make_two_concept_dataset(tmp_path, second_keys="is_reg = true\n")
+    group, concepts = _group(config, tmp_path)
+    assert [c.token_string for c in concepts] == [TOKEN]  # a reg subset teaches no concept: none is created for it
+    check_concepts(group, concepts, templates_used=False)
+
+
+def test_without_token_string_every_training_subset_must_name_its_concept(tmp_path):
+    from library.training.flag_rules import check_training_flags
+
+    config = make_two_concept_dataset(tmp_path)
+    argv = [a for a in train_argv(tmp_path, config, tmp_path) if not a.startswith("--token_string")]
+    with pytest.raises(UserError, match=r"--token_string is required.*set token_string in the dataset config for datasets\[0\]\.subsets\[0\]"):
+        check_training_flags(parse_training_args(argv), sdxl=False)
+    config.write_text(config.read_text().replace("[[datasets]]", f"token_string = '{TOKEN}'\n[[datasets]]"))
+    check_training_flags(parse_training_args(argv), sdxl=False)
