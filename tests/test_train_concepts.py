@@ -125,3 +125,59 @@ def test_without_token_string_every_training_subset_must_name_its_concept(tmp_pa
         check_training_flags(parse_training_args(argv), sdxl=False)
     config.write_text(config.read_text().replace("[[datasets]]", f"token_string = '{TOKEN}'\n[[datasets]]"))
     check_training_flags(parse_training_args(argv), sdxl=False)
+
+
+@pytest.mark.slow
+def test_validation_loss_chart_samples_and_debug_dataset_know_each_concept(tiny_model_dir, tmp_path, capsys):
+    config = make_two_concept_dataset(tmp_path / "data")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"a {SECOND} and a {TOKEN} --w 64 --h 64 --s 2 --d 5\n")
+    model = tiny_model_dir("sd1")
+    result = run(train_argv(model, config, tmp_path / "out", "--validation_split=0.25", "--validate_every_n_steps=2",
+                            f"--sample_prompts={prompts}", "--sample_every_n_steps=2", steps=2))
+    [(step, by_concept)] = result.concept_validation_losses
+    assert step == 2 and set(by_concept) == {TOKEN, SECOND} and all(v > 0 for v in by_concept.values())
+    out = tmp_path / "out"
+    assert (out / "ti_loss.png").is_file() and (out / f"ti-{TOKEN}_loss.png").is_file() and (out / f"{SECOND}_loss.png").is_file()
+    assert any(p.suffix == ".png" for p in (out / "sample").iterdir())
+    run(train_argv(model, config, tmp_path / "debug", "--debug_dataset", "--debug_dataset_count=50"))
+    printed = capsys.readouterr().out
+    assert f"trains the concept '{SECOND}'" in printed and f"trains the concept '{TOKEN}'" in printed
+
+
+@pytest.mark.slow
+def test_sdxl_trains_clip_l_and_clip_g_per_concept_with_latents_cached_to_disk(tiny_model_dir, tmp_path):
+    config = make_two_concept_dataset(tmp_path / "data")
+    argv = train_argv(tiny_model_dir("sdxl"), config, tmp_path / "out", "--cache_latents_to_disk", steps=2)
+    result = train(parse_training_args(argv, sdxl=True), sdxl=True)
+    first = load_file(str(tmp_path / "out" / "ti.safetensors"))
+    second = load_file(str(tmp_path / "out" / f"{SECOND}.safetensors"))
+    assert {k: tuple(v.shape) for k, v in first.items()} == {"clip_l": (2, 32), "clip_g": (2, 64)}
+    assert {k: tuple(v.shape) for k, v in second.items()} == {"clip_l": (1, 32), "clip_g": (1, 64)}
+    assert torch.equal(second["clip_g"], result.tokens.concepts[1].vectors_by_slot()["clip_g"])
+    assert list((tmp_path / "data" / "second").glob("*.npz")) or list((tmp_path / "data" / "second").glob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_processes_train_every_concept(tiny_model_dir, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    config = make_two_concept_dataset(tmp_path / "data")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # torchrun is what `accelerate launch --multi_gpu` runs; on CPU accelerate then uses gloo (MULTI_CPU)
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(repo / "train_textual_inversion.py"),
+           *train_argv(tiny_model_dir("sd1"), config, tmp_path / "two", "--save_every_n_steps=2", steps=2)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x2 process(es)" in done.stdout and "concepts:         2" in done.stdout
+    for name in ("ti", SECOND):
+        vectors = load_file(str(tmp_path / "two" / f"{name}.safetensors"))["emb_params"]
+        assert torch.isfinite(vectors).all()
+        assert (tmp_path / "two" / f"{name}-step00000002.safetensors").is_file()

@@ -2,6 +2,7 @@
 
 For each sample: the image path, bucket, SDXL size/crop conditioning, the final caption (token rewrite applied)
 and its token ids per tokenizer (new tokens show as ids 49408 and up); a preview PNG per sample in `out_dir`.
+With several concepts (issue 17) each sample also names the concept its caption trains.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ def run_debug_dataset(
     shown = 0
     for index in range(len(group)):
         batch = group[index]
+        concept_tokens = getattr(group, "concept_tokens", None)
+        trains = f", trains the concept {concept_tokens[batch['concept']]!r}" if concept_tokens and "concept" in batch else ""
         for j, path in enumerate(batch["image_paths"]):
             th, tw = batch["target_sizes_hw"][j].tolist()
             oh, ow = batch["original_sizes_hw"][j].tolist()
             top, left = batch["crop_top_lefts"][j].tolist()
             caption = batch["captions"][j]
-            print_fn(f"[{shown}] batch {index}, item {j}: {path}")
+            print_fn(f"[{shown}] batch {index}, item {j}: {path}{trains}")
             print_fn(
                 f"    bucket {tw}x{th}, original {ow}x{oh}, crop top/left {top},{left}, "
                 f"flipped {bool(batch['flipped'][j])}, loss weight {float(batch['loss_weights'][j]):g}"

@@ -246,7 +246,10 @@ class DatasetGroup(Dataset):
             self._sample(part, i, random.Random(f"item:{self.seed}:{epoch}:{index}:{slot}"), epoch)
             for slot, i in enumerate(record_indices)
         ]
-        return _stack(samples)
+        batch = _stack(samples)
+        if self.concept_tokens:  # several concepts: the one this batch trains (per-concept loss and validation)
+            batch["concept"] = part.concept_of(record_indices[0])
+        return batch
 
     def _token_of(self, subset) -> Optional[str]:
         """The token string a subset's captions train: its concept's, or the run's single token string."""

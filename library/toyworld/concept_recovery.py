@@ -34,11 +34,11 @@ def _prompts(subject: str, n: int) -> list[str]:
     return [f"{article} {subject} on a {BACKGROUNDS[i % len(BACKGROUNDS)]} background" for i in range(n)]
 
 
-def _rate(pipe, prompts: list[str], seed: int, steps: int, guidance: float) -> tuple[float, dict[str, int]]:
+def _rate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, concept=HELD_OUT) -> tuple[float, dict[str, int]]:
     images = generate_images(pipe, prompts, seed, num_inference_steps=steps, guidance_scale=guidance)
     predictions = [classifier.classify(image) for image in images]
     produced = Counter(f"{p.color} {p.shape}" for p in predictions)
-    return classifier.concept_rate(predictions, HELD_OUT), dict(produced.most_common())
+    return classifier.concept_rate(predictions, tuple(concept)), dict(produced.most_common())
 
 
 def concept_recovery(
@@ -50,14 +50,18 @@ def concept_recovery(
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
+    concept: tuple[str, str] = HELD_OUT,
 ) -> Recovery:
-    """Recovery rate of `embedding` on the toy model and the init word's baseline, with the same seeds."""
+    """Recovery rate of `embedding` on the toy model and the init word's baseline, with the same seeds.
+
+    `concept` is the (color, shape) the embedding should draw: the held-out purple star unless another is given
+    (e.g. each embedding of a several-concepts run, scored one by one)."""
     from library.embeddings import load_embeddings_into, make_prompt_rewriter
 
     pipe = load_toy_pipeline(model_dir)
-    baseline, baseline_produced = _rate(pipe, _prompts(init_word, samples), seed, steps, guidance)
+    baseline, baseline_produced = _rate(pipe, _prompts(init_word, samples), seed, steps, guidance, concept)
     mapping = load_embeddings_into([pipe.tokenizer], [pipe.text_encoder], "sd1", [str(embedding)])
     trigger = next(iter(mapping))
     rewrite = make_prompt_rewriter(mapping)
-    recovery, produced = _rate(pipe, [rewrite(p) for p in _prompts(trigger, samples)], seed, steps, guidance)
+    recovery, produced = _rate(pipe, [rewrite(p) for p in _prompts(trigger, samples)], seed, steps, guidance, concept)
     return Recovery(recovery, baseline, samples, trigger, init_word, produced, baseline_produced)

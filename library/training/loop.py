@@ -61,6 +61,7 @@ class TrainResult:
     skipped_backwards: int = 0  # batches that could not reach the vectors (exact zero gradient, no backward)
     validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of each validation
     output_files: list = field(default_factory=list)  # every concept's final embedding (one with one concept)
+    concept_validation_losses: list = field(default_factory=list)  # several concepts: (step, {token string: loss})
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -197,6 +198,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     validator = Validator(args, val_group, models, family, text_encoders, settings, accelerator, seed, snr)
 
     losses: list[float] = []
+    concept_losses: dict[int, list[float]] = {}  # several concepts: each batch's loss under the concept it trained
     skipped_backwards = 0  # batches whose captions hold no trained token (see zero_gradient)
     global_step = progress.global_step
     bar = tqdm(total=max_steps, initial=global_step, smoothing=0, disable=not is_main, desc="steps")
@@ -236,6 +238,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                             f"the loss became {loss_value} at step {global_step + 1}; stopped and kept the last good vectors. "
                             "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, add --no_half_vae, or pass --skip_nan"
                         )
+                    if "concept" in batch:
+                        concept_losses.setdefault(batch["concept"], []).append(loss_value)
                     if needs_backward:
                         accelerator.backward(loss)
                     else:
@@ -289,8 +293,15 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if is_main:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
+        for index, values in sorted(concept_losses.items()):  # several concepts: a chart of each concept's batches
+            stem = stems[index]
+            if stem == (args.output_name or "last"):
+                stem = f"{stem}-{concepts[index].token_string}"
+            chart = draw_loss_chart(values, Path(args.output_dir) / f"{stem}_loss.png", title=f"loss of {concepts[index].token_string!r} ({stem})")
+            if chart:
+                logger.info("saved the loss chart of %r: %s", concepts[index].token_string, chart)
     accelerator.end_training()
-    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, saver.final_paths)
+    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, saver.final_paths, validator.concept_losses)
 
 
 def check_resume_matches(path: str, progress: Progress, tokens) -> None:

@@ -19,11 +19,17 @@ from library.training.step import training_step
 logger = logging.getLogger(__name__)
 
 
-def validation_loss(val_group, models, family, text_encoders, settings, accelerator, seed: int, snr, max_batches: int | None = None) -> float:
-    """Mean loss over the validation set (its first `max_batches` batches); the same noise and timesteps every call."""
+def validation_loss(val_group, models, family, text_encoders, settings, accelerator, seed: int, snr, max_batches: int | None = None,
+                    by_concept: dict[str, float] | None = None) -> float:
+    """Mean loss over the validation set (its first `max_batches` batches); the same noise and timesteps every call.
+
+    With several concepts (issue 17) and a `by_concept` dict, it is filled with each concept's own mean loss
+    (a batch holds one concept's images), keyed by the concept's token string.
+    """
     val_group.set_epoch(0)
     loader = DataLoader(val_group, batch_size=1, shuffle=False, collate_fn=lambda items: items[0])
     total, count = 0.0, 0
+    sums: dict[int, list[float]] = {}
     with torch.no_grad():
         for index, batch in enumerate(loader):
             if max_batches is not None and index >= max_batches:
@@ -31,6 +37,11 @@ def validation_loss(val_group, models, family, text_encoders, settings, accelera
             loss = training_step(batch, models, family, text_encoders, settings, sample_generators(seed, index, len(batch["captions"]), salt=1), accelerator, snr)
             total += loss.item()
             count += 1
+            if "concept" in batch:
+                sums.setdefault(batch["concept"], []).append(loss.item())
+    if by_concept is not None and getattr(val_group, "concept_tokens", None):
+        for concept, values in sorted(sums.items()):
+            by_concept[val_group.concept_tokens[concept]] = sum(values) / len(values)
     return total / max(count, 1)
 
 
@@ -50,11 +61,12 @@ class Validator:
 
     def __init__(self, args: argparse.Namespace, val_group, models, family, text_encoders, settings, accelerator, seed: int, snr):
         self.args, self.val_group = args, val_group
-        self._run = lambda: validation_loss(
-            val_group, models, family, text_encoders, settings, accelerator, seed, snr, args.max_validation_steps
+        self._run = lambda by_concept: validation_loss(
+            val_group, models, family, text_encoders, settings, accelerator, seed, snr, args.max_validation_steps, by_concept
         )
         self.accelerator = accelerator
         self.losses: list[tuple[int, float]] = []  # (step, loss), for callers and tests
+        self.concept_losses: list[tuple[int, dict[str, float]]] = []  # (step, {token string: loss}) with several concepts
 
     def after_step(self, step: int) -> float | None:
         if self.val_group is None or not step_validation_due(self.args, step):
@@ -67,10 +79,15 @@ class Validator:
         return self._validate(step, f"epoch {epoch} (step {step})")
 
     def _validate(self, step: int, when: str) -> float:
-        loss = self._run()
+        by_concept: dict[str, float] = {}
+        loss = self._run(by_concept)
         self.losses.append((step, loss))
+        if by_concept:
+            self.concept_losses.append((step, by_concept))
         if self.accelerator.is_main_process:
-            logger.info("%s: validation loss %.5f", when, loss)
+            logger.info("%s: validation loss %.5f%s", when, loss,
+                        "".join(f"; {token} {value:.5f}" for token, value in by_concept.items()))
         if self.accelerator.trackers:
-            self.accelerator.log({f"{self.args.log_prefix or ''}loss/validation": loss}, step=step)
+            prefix = self.args.log_prefix or ""
+            self.accelerator.log({f"{prefix}loss/validation": loss, **{f"{prefix}loss/validation/{t}": v for t, v in by_concept.items()}}, step=step)
         return loss
