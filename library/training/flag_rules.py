@@ -121,6 +121,27 @@ def _sdxl_only(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None
         problems.add(f"{flag} cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train")
 
 
+def _logging(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    from library.training.tracking import read_tracker_config, trackers_for
+
+    trackers = trackers_for(args)
+    if "tensorboard" in trackers and not _on(args, "logging_dir"):
+        problems.add(f"--log_with {args.log_with} needs --logging_dir (the folder TensorBoard writes its logs to)")
+    for tracker in trackers:
+        _require(problems, tracker, f"--log_with {args.log_with}" if args.log_with else "--logging_dir (logs to TensorBoard)")
+    if _on(args, "log_tracker_config"):
+        try:
+            read_tracker_config(args.log_tracker_config)
+        except UserError as err:
+            problems.add(str(err))
+    unused = [f"--{f}" for f in ("log_tracker_name", "log_tracker_config", "log_config", "log_prefix") if _on(args, f)]
+    if unused and not trackers:
+        logger.warning("%s: no effect without a tracker (give --logging_dir for TensorBoard, or --log_with)", " and ".join(unused))
+    wandb_only = [f"--{f}" for f in ("wandb_run_name", "wandb_api_key") if _on(args, f)]
+    if wandb_only and "wandb" not in trackers:
+        logger.warning("%s: no effect unless --log_with is wandb or all", " and ".join(wandb_only))
+
+
 def _disabled_intervals(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
     """sd-scripts treats a non-positive interval as 'off'; say so instead of dividing by it."""
     for flag in ("sample_every_n_steps", "sample_every_n_epochs"):
@@ -136,6 +157,7 @@ FLAG_RULES: tuple[Rule, ...] = (
     _machine,
     _noise_and_loss,
     _sdxl_only,
+    _logging,
     _disabled_intervals,
 )
 

@@ -35,6 +35,7 @@ from library.training.run_setup import make_accelerator, total_steps, weight_dty
 from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
+from library.training.tracking import start_tracking
 from library.training.trainable_tokens import setup_trainable_tokens
 from library.training.zero_gradient import batch_reaches_vectors, fill_missing_gradients
 
@@ -148,8 +149,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     if is_main:
         print_summary(args, models, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
-    if accelerator.trackers == [] and args.log_with:
-        accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
+    start_tracking(accelerator, args)
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
     saver = Saver(args, models, tokens, hasher, accelerator, data_setup.training_resolution(group, models.family), num_epochs)
     if args.zero_terminal_snr:
@@ -215,8 +215,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 losses.append(loss_value)
                 bar.update(1)
                 bar.set_postfix(avr_loss=sum(losses[-100:]) / len(losses[-100:]), loss=loss_value)
-                if args.log_with:
-                    accelerator.log({f"{args.log_prefix or ''}loss/current": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+                if accelerator.trackers:
+                    accelerator.log({"loss/current": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
                 progress.global_step, progress.epoch, progress.batches_in_epoch = global_step, epoch, batches_done
                 saver.after_step(progress, optimizer, lr_scheduler)
                 sampler.after_step(global_step)
@@ -263,7 +263,3 @@ def check_resume_matches(path: str, progress: Progress, tokens) -> None:
             "use the same --token_string and --num_vectors_per_token"
         )
 
-
-def tracker_config(args: argparse.Namespace) -> dict:
-    """Flags as tracker-friendly scalars (tensorboard accepts only int/float/str/bool)."""
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items() if not k.startswith("_")}

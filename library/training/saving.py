@@ -8,6 +8,7 @@ from pathlib import Path
 
 from library.training import checkpoints as ck
 from library.training.state import Progress, save_state
+from library.training.tracking import public_args
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Saver:
             epoch=epoch,
             base_model=Path(args.pretrained_model_name_or_path).name,
             base_model_hash=self.hasher.result(wait=True) if self.hasher else None,
-            training_args=_public_args(args),
+            training_args=public_args(args),
             clip_skip=args.clip_skip,
             author=args.metadata_author,
             description=args.metadata_description,
@@ -125,7 +126,3 @@ class Saver:
             state = path.with_name(ck.state_dir_name(path.name.removesuffix(self.suffix)))
             shutil.rmtree(state, ignore_errors=True)
 
-
-def _public_args(args: argparse.Namespace) -> dict:
-    # paths and training settings; no private/internal attributes
-    return {k: v for k, v in vars(args).items() if not k.startswith("_")}
