@@ -260,7 +260,7 @@ def floor_pass(context, batch: dict, shape: tuple, timestep: int = 500) -> float
         start = time.perf_counter()
         with accelerator.autocast():
             conditioning = family.unet_conditioning(models.tokenizers, text_encoders, batch["captions"], batch,
-                                                    max_token_length=settings.max_token_length, clip_skip=settings.clip_skip)
+                                                    **settings.conditioning.as_kwargs())
             conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(models.unet.dtype)
             prediction = models.unet(noisy, timesteps, **conditioning).sample
         prediction.float().square().mean().backward()

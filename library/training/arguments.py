@@ -20,7 +20,11 @@ SAMPLE_SAMPLERS = (
     "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",
     "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
 )  # fmt: skip
-DYNAMO_BACKENDS = ("eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt")
+# sd-scripts' choices; which of them this PyTorch really has is checked when --torch_compile uses one (flag_rules)
+DYNAMO_BACKENDS = (
+    "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt",
+    "tensort", "ipex", "tvm",
+)  # fmt: skip
 
 
 def _adder(parser: argparse.ArgumentParser, title: str):
@@ -62,6 +66,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--save_state", action="store_true", help="save the training state (optimizer, RNG, step) with every save, for --resume")
     add("--save_state_on_train_end", action="store_true", help="save the training state when training ends")
     add("--resume", type=str, default=None, help="resume from this saved state directory")
+    add("--save_embedding_png", action="store_true",
+        help="with every saved embedding also write NAME.png, a sample image carrying the embedding in AUTOMATIC1111's "
+        "PNG chunk ('Save images with embedding in PNG chunks'); A1111 loads it from its embeddings folder")
     add("--training_comment", type=str, default=None, help="free text stored in the embedding's metadata")
     add("--metadata_title", type=str, default=None, help="model title in the metadata (default: output_name)")
     add("--metadata_author", type=str, default=None, help="author in the metadata")
@@ -171,6 +178,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="read flags from this TOML file (sections are ignored); flags given on the command line win")
     add("--output_config", action="store_true",
         help="write the command line's flags to the --config_file path as TOML, then exit")
+
+    from library.training.sd_scripts_flags import add_sd_scripts_arguments
+
+    add_sd_scripts_arguments(parser)  # the rest of sd-scripts' TI flags: logging, ModelSpec, DDP, refused ones
 
 
 def add_textual_inversion_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,11 @@ class CompatFlag:
 TRAINER_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
     CompatFlag("--lowram", "models load straight to their device"),
     CompatFlag("--highvram", "nothing is moved off the GPU between steps to begin with"),
+    CompatFlag(
+        "--fused_backward_pass",
+        "it frees full-model gradients as the optimizer steps; TI's only gradients are the few trained vectors, "
+        "and sd-scripts' TI trainer does not fuse either",
+    ),
 )
 
 # dests of every compatibility-only flag of every script (the guard test reads this)

@@ -151,7 +151,62 @@ def _disabled_intervals(args: argparse.Namespace, sdxl: bool, problems: Problems
             setattr(args, flag, None)
 
 
+def _sd_scripts(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """sd-scripts' hub, DeepSpeed and --dataset_class flags (refused), and this suite's checks of the sd-scripts flags."""
+    from library.training.sd_scripts_flags import sd_scripts_flag_problems
+
+    for line in sd_scripts_flag_problems(args):
+        problems.add(line)
+
+
+def _dynamo_backend(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """sd-scripts lists backends (tensort, ofi, fx2trt, ...) that a given PyTorch may not have; say so before loading."""
+    backend = getattr(args, "dynamo_backend", None)
+    if not _on(args, "torch_compile") or backend is None:
+        return
+    import torch._dynamo
+
+    available = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in available:
+        problems.add(
+            f"--dynamo_backend {backend} is not available in this PyTorch ({torch.__version__}); "
+            f"use one of {', '.join(b for b in ('inductor', 'aot_eager', 'eager', 'cudagraphs', 'tvm') if b in available)}"
+        )
+
+
+def _run_values(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """Values argparse accepts but no run can use: found now, not at the first save or the last step."""
+    import math
+
+    from library.training.preflight import check_output_name
+    from library.training.token_window import token_window
+
+    window = token_window(args)
+    vectors = getattr(args, "num_vectors_per_token", None)
+    if vectors is not None and vectors > window:
+        problems.add(
+            f"--num_vectors_per_token {vectors} cannot fit the {window}-token window of a caption "
+            f"(--max_token_length {args.max_token_length or 75}); use at most {window} vectors, or --max_token_length 150 / 225"
+        )
+    for flag in ("max_train_epochs", "save_every_n_steps", "save_every_n_epochs", "save_last_n_steps", "save_last_n_epochs"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            problems.add(f"--{flag} must be at least 1, got {value}; leave it out to turn it off")
+    max_grad_norm = getattr(args, "max_grad_norm", None)
+    if max_grad_norm is not None and not (max_grad_norm >= 0 and math.isfinite(max_grad_norm)):
+        problems.add(f"--max_grad_norm must be 0 (no clipping) or a positive number, got {max_grad_norm}")
+    learning_rate = getattr(args, "learning_rate", None)
+    if isinstance(learning_rate, (int, float)) and not (learning_rate >= 0 and math.isfinite(learning_rate)):
+        problems.add(f"--learning_rate must be a finite number >= 0, got {learning_rate}")
+    try:
+        check_output_name(getattr(args, "output_name", None))
+    except UserError as err:
+        problems.add(str(err))
+
+
 FLAG_RULES: tuple[Rule, ...] = (
+    _sd_scripts,
+    _dynamo_backend,
     _required_and_counts,
     _precision,
     _machine,
@@ -159,6 +214,7 @@ FLAG_RULES: tuple[Rule, ...] = (
     _sdxl_only,
     _logging,
     _disabled_intervals,
+    _run_values,
 )
 
 

@@ -35,14 +35,19 @@ def build_parser(sdxl: bool = False) -> argparse.ArgumentParser:
     if sdxl:
         add_sdxl_arguments(parser)
     add_compat_arguments(parser)
+    from library.training.diffusers_example_flags import add_diffusers_example_arguments
+
+    add_diffusers_example_arguments(parser, sdxl)  # the diffusers example's flags, last: ours win a shared name
     return parser
 
 
 def parse_training_args(argv: list[str] | None = None, *, sdxl: bool = False) -> argparse.Namespace:
     """Parse a trainer command line (default sys.argv[1:]); --config_file fills the flags it leaves out."""
     from library.training.config_file import parse_args_with_config
+    from library.training.diffusers_example_flags import apply_diffusers_example_args
 
-    return parse_args_with_config(build_parser(sdxl), argv)
+    parser = build_parser(sdxl)
+    return apply_diffusers_example_args(parse_args_with_config(parser, argv), parser)
 
 
 def run_training(argv: list[str] | None = None, *, sdxl: bool = False):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
 
 from library.training.tracking import login_to_wandb, run_logging_dir, trackers_for
 
@@ -28,7 +29,23 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
+        kwargs_handlers=ddp_kwargs_handlers(args),
     )
+
+
+def ddp_kwargs_handlers(args: argparse.Namespace) -> list:
+    """--ddp_timeout (minutes), --ddp_gradient_as_bucket_view, --ddp_static_graph as accelerate kwargs, as sd-scripts
+    passes them; nothing when none is set, so accelerate's and PyTorch's defaults apply."""
+    handlers: list = []
+    if getattr(args, "ddp_timeout", None):
+        handlers.append(InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=args.ddp_timeout)))
+    if getattr(args, "ddp_gradient_as_bucket_view", False) or getattr(args, "ddp_static_graph", False):
+        handlers.append(
+            DistributedDataParallelKwargs(
+                gradient_as_bucket_view=args.ddp_gradient_as_bucket_view, static_graph=args.ddp_static_graph
+            )
+        )
+    return handlers
 
 
 def weight_dtype_for(args: argparse.Namespace) -> torch.dtype:

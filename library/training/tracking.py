@@ -4,7 +4,7 @@ As sd-scripts (train_util.prepare_accelerator, train_textual_inversion.py): --lo
 TensorBoard; each run writes under LOGGING_DIR/<--log_prefix><timestamp>; --log_tracker_config is a TOML file
 of accelerate `init_kwargs` per tracker; --wandb_run_name names the W&B run; --log_config logs the flags as the
 run's config (without secrets and local paths); --wandb_api_key logs in to W&B. The key is a secret:
-`public_args` is what any file, log or tracker may see of the flags.
+`sd_scripts_flags.public_args` is what any file, log or tracker may see of the flags.
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from library.training.sd_scripts_flags import public_args  # the flags without secrets (wandb_api_key, ...)
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKER_NAME = "textual_inversion"  # sd-scripts' train_textual_inversion.py default project name
-SECRET_ARGS = ("wandb_api_key", "huggingface_token")  # never written anywhere
 # sd-scripts' get_sanitized_config_or_none also leaves local paths out of the tracker config (kohya-ss/sd-scripts
 # library/train_util.py, 2025): they tell nothing about the run and may be private.
 PATH_ARGS = (
     "pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "train_data_dir", "conditioning_data_dir",
     "reg_data_dir", "output_dir", "logging_dir",
 )  # fmt: skip
-
-
-def public_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags without secrets or internal attributes: what metadata, saved configs and logs may hold."""
-    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in SECRET_ARGS}
 
 
 def trackers_for(args: argparse.Namespace) -> list[str]:
