@@ -113,8 +113,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
     add = _adder(parser, "precision and speed")
     add("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"], help="autocast precision (default no)")
-    add("--full_fp16", action="store_true", help="fp16 training including gradients (needs --mixed_precision fp16)")
-    add("--full_bf16", action="store_true", help="bf16 training including gradients (needs --mixed_precision bf16)")
     add("--no_half_vae", action="store_true", help="keep the VAE in float32 under mixed precision")
     add("--seed", type=int, default=None, help="random seed for reproducible training")
     add("--sdpa", action="store_true", help="use PyTorch scaled-dot-product attention")

@@ -106,7 +106,7 @@ def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) ->
         to_disk=args.cache_latents_to_disk,
         device=device,
         dtype=vae.dtype,
-        sampling=args.latent_sampling,
+        sampling=args.latent_sampling or "once",  # sd-scripts' cache holds one posterior draw per image
         skip_check=getattr(args, "skip_cache_check", False),
     )
 

@@ -115,10 +115,26 @@ def _noise_and_loss(args: argparse.Namespace, sdxl: bool, problems: Problems) ->
         problems.add(f"--huber_c must be positive for --loss_type {args.loss_type}, got {args.huber_c}")
 
 
-def _sdxl_only(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
-    if sdxl and (_on(args, "cache_text_encoder_outputs") or _on(args, "cache_text_encoder_outputs_to_disk")):
-        flag = "--cache_text_encoder_outputs" if _on(args, "cache_text_encoder_outputs") else "--cache_text_encoder_outputs_to_disk"
-        problems.add(f"{flag} cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train")
+# flags parsed only to be refused when given, with the reason (sd_scripts_flags.REFUSED holds more)
+REFUSED_FLAGS = {
+    "cache_text_encoder_outputs": "cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train",
+    "cache_text_encoder_outputs_to_disk": "cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train",
+}
+
+
+def _refused(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    for dest, why in REFUSED_FLAGS.items():
+        if _on(args, dest):
+            problems.add(f"--{dest} {why}")
+
+
+def _optimizer(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    from library.training.optimization import optimizer_type_for
+
+    try:
+        optimizer_type_for(args)  # --use_8bit_adam / --use_lion_optimizer against --optimizer_type
+    except UserError as err:
+        problems.add(str(err))
 
 
 def _logging(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
@@ -211,7 +227,8 @@ FLAG_RULES: tuple[Rule, ...] = (
     _precision,
     _machine,
     _noise_and_loss,
-    _sdxl_only,
+    _refused,
+    _optimizer,
     _logging,
     _disabled_intervals,
     _run_values,

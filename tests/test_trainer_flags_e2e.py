@@ -1,4 +1,4 @@
-"""End-to-end: validation schedule flags and tracker flags of the trainer do what docs/training_options.md says."""
+"""End-to-end: validation, tracker and latent-sampling flags of the trainer do what docs/training_options.md says."""
 
 from __future__ import annotations
 
@@ -107,3 +107,12 @@ def test_wandb_offline_gets_run_name_tracker_config_and_flags_but_never_the_key(
     # the run's name, tags and flags reached wandb (its offline record holds them)
     record = b"".join(p.read_bytes() for p in run_files)
     assert b"my-run" in record and b"ti-test" in record and b"num_vectors_per_token" in record
+
+
+@pytest.mark.parametrize("mode", ["once", "deterministic"])
+def test_latent_sampling_gives_the_cached_latents_without_a_cache(tiny_model_dir, tmp_path, dataset, mode):
+    model = tiny_model_dir("sd1")
+    cached = run_training(train_argv(model, dataset, tmp_path / "cached", "--cache_latents", f"--latent_sampling={mode}", steps=2))
+    uncached = run_training(train_argv(model, dataset, tmp_path / "uncached", f"--latent_sampling={mode}", steps=2))
+    torch.testing.assert_close(uncached.losses, cached.losses, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(uncached.tokens.vectors_by_slot(), cached.tokens.vectors_by_slot(), rtol=1e-4, atol=1e-5)
