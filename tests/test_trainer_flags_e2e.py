@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from library.training.loop import train
 from library.training.parser import parse_training_args
@@ -113,6 +114,8 @@ def test_wandb_offline_gets_run_name_tracker_config_and_flags_but_never_the_key(
 def test_latent_sampling_gives_the_cached_latents_without_a_cache(tiny_model_dir, tmp_path, dataset, mode):
     model = tiny_model_dir("sd1")
     cached = run_training(train_argv(model, dataset, tmp_path / "cached", "--cache_latents", f"--latent_sampling={mode}", steps=2))
-    uncached = run_training(train_argv(model, dataset, tmp_path / "uncached", f"--latent_sampling={mode}", steps=2))
+    uncached = run_training(train_argv(model, dataset, tmp_path / "uncached", f"--latent_sampling={mode}", "--training_comment=hello", steps=2))
     torch.testing.assert_close(uncached.losses, cached.losses, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(uncached.tokens.vectors_by_slot(), cached.tokens.vectors_by_slot(), rtol=1e-4, atol=1e-5)
+    with safe_open(str(tmp_path / "uncached" / "ti.safetensors"), "pt") as f:
+        assert f.metadata()["ss_training_comment"] == "hello"  # sd-scripts' key for --training_comment

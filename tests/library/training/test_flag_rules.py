@@ -86,3 +86,12 @@ def test_disabled_sampling_interval_is_warned_and_normalised(caplog):
     with caplog.at_level(logging.WARNING):
         assert flag_problems(args, sdxl=False) == []
     assert args.sample_every_n_epochs is None and "--sample_every_n_epochs -1 is not positive" in caplog.text
+
+
+def test_old_optimizer_switches_select_the_optimizer_or_are_refused_naming_both():
+    from library.training.optimization import optimizer_type_for
+
+    assert optimizer_type_for(_args("--token_string", "x", "--use_lion_optimizer")) == "Lion"
+    assert optimizer_type_for(_args("--token_string", "x", "--use_8bit_adam")) == "AdamW8bit"
+    problems = flag_problems(_args("--token_string", "x", "--use_lion_optimizer", "--optimizer_type", "Prodigy"), sdxl=False)
+    assert problems == ["--use_lion_optimizer and --optimizer_type Prodigy are both given; keep only --optimizer_type"]
