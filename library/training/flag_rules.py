@@ -220,6 +220,27 @@ def _run_values(args: argparse.Namespace, sdxl: bool, problems: Problems) -> Non
         problems.add(str(err))
 
 
+# a flag whose effect needs another one: (flag, what it needs, whether that is there); warned when missing
+NEEDS: tuple[tuple[str, str, Callable[[argparse.Namespace], bool]], ...] = (
+    ("noise_offset_random_strength", "--noise_offset", lambda a: bool(getattr(a, "noise_offset", None))),
+    ("ip_noise_gamma_random_strength", "--ip_noise_gamma", lambda a: bool(getattr(a, "ip_noise_gamma", None))),
+    ("persistent_data_loader_workers", "--max_data_loader_n_workers above 0", lambda a: getattr(a, "max_data_loader_n_workers", 0) > 0),
+    ("save_last_n_steps", "--save_every_n_steps", lambda a: bool(getattr(a, "save_every_n_steps", None))),
+)
+
+
+def _cancelled(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """A flag another flag cancels is said so, naming both, instead of doing nothing silently."""
+    for dest, needs, present in NEEDS:
+        if _on(args, dest) and not present(args):
+            logger.warning("--%s has no effect without %s", dest, needs)
+    if _on(args, "sample_every_n_epochs") and _on(args, "sample_every_n_steps"):
+        logger.warning(
+            "--sample_every_n_epochs %s wins over --sample_every_n_steps %s (as in sd-scripts): samples are made at epoch ends only",
+            args.sample_every_n_epochs, args.sample_every_n_steps,
+        )
+
+
 FLAG_RULES: tuple[Rule, ...] = (
     _sd_scripts,
     _dynamo_backend,
@@ -231,6 +252,7 @@ FLAG_RULES: tuple[Rule, ...] = (
     _optimizer,
     _logging,
     _disabled_intervals,
+    _cancelled,
     _run_values,
 )
 
@@ -274,7 +296,7 @@ def _dataset_problems(args: argparse.Namespace, problems: Problems) -> None:
 
 
 def _validation_without_split(args: argparse.Namespace, params) -> None:
-    given = [f"--{f}" for f in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps") if getattr(args, f, None) is not None]
+    given = [f"--{f}" for f in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps", "validation_seed") if getattr(args, f, None) is not None]
     split = getattr(args, "validation_split", 0) or any(d.validation_split for d in params.datasets)
     if given and not split:
         logger.warning(

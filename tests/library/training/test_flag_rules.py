@@ -95,3 +95,17 @@ def test_old_optimizer_switches_select_the_optimizer_or_are_refused_naming_both(
     assert optimizer_type_for(_args("--token_string", "x", "--use_8bit_adam")) == "AdamW8bit"
     problems = flag_problems(_args("--token_string", "x", "--use_lion_optimizer", "--optimizer_type", "Prodigy"), sdxl=False)
     assert problems == ["--use_lion_optimizer and --optimizer_type Prodigy are both given; keep only --optimizer_type"]
+
+
+@pytest.mark.parametrize(("cli", "warning"), [
+    (["--noise_offset_random_strength"], "--noise_offset_random_strength has no effect without --noise_offset"),
+    (["--ip_noise_gamma_random_strength"], "--ip_noise_gamma_random_strength has no effect without --ip_noise_gamma"),
+    (["--persistent_data_loader_workers", "--max_data_loader_n_workers=0"],
+     "--persistent_data_loader_workers has no effect without --max_data_loader_n_workers above 0"),
+    (["--save_last_n_steps=2"], "--save_last_n_steps has no effect without --save_every_n_steps"),
+    (["--sample_every_n_epochs=1", "--sample_every_n_steps=5"], "--sample_every_n_epochs 1 wins over --sample_every_n_steps 5"),
+])
+def test_a_flag_another_cancels_is_warned_about_naming_both(cli, warning, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert flag_problems(_args("--token_string", "x", *cli), sdxl=False) == []
+    assert warning in caplog.text
