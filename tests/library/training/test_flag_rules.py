@@ -86,3 +86,11 @@ def test_disabled_sampling_interval_is_warned_and_normalised(caplog):
     with caplog.at_level(logging.WARNING):
         assert flag_problems(args, sdxl=False) == []
     assert args.sample_every_n_epochs is None and "--sample_every_n_epochs -1 is not positive" in caplog.text
+
+
+@pytest.mark.parametrize("fmt, warned", [("ckpt", True), ("pt", False), ("safetensors", False)])
+def test_ckpt_embeddings_warn_that_web_uis_do_not_list_them(caplog, fmt, warned):
+    # A1111 lists .pt/.bin/.safetensors (and images) in its embeddings folder; ComfyUI needs the extension typed
+    with caplog.at_level(logging.WARNING):
+        assert flag_problems(_args("--token_string", "mychar4", "--save_model_as", fmt), sdxl=False) == []
+    assert ("--save_model_as ckpt: AUTOMATIC1111 does not list .ckpt" in caplog.text) == warned
