@@ -91,6 +91,15 @@ def test_the_exact_whole_word_reaches_the_real_tokenizer(caption):
     assert [i for i in encoded if i >= 49408] == ids
 
 
+def test_a_token_string_with_capitals_matches_with_its_own_case_only():
+    tok = load_bundled_tokenizer("sd1")
+    names = new_token_names("MyChar4", 2)
+    ids = add_new_tokens(tok, names)
+    rewrite = make_caption_rewriter("MyChar4", names)
+    assert [i for i in tok(rewrite("a MyChar4 photo")).input_ids if i >= 49408] == ids
+    assert [i for i in tok(rewrite("a mychar4 photo")).input_ids if i >= 49408] == []
+
+
 def test_near_misses_count_case_and_suffix_variants_but_not_the_names():
     captions = ["MYCHAR4 smiling", "mychar4s at the beach, Mychar4", "mychar4 mychar41 mychar43", "MYCHAR4, again"]
     assert near_misses(captions, "mychar4") == {"MYCHAR4": 2, "mychar4s": 1, "Mychar4": 1}

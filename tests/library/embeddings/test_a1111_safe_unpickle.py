@@ -54,7 +54,8 @@ def test_written_pickles_pass_a1111_and_read_back_bit_identically(tmp_path, fmt,
         _assert_passes_a1111(path)
         raw = torch.load(path, weights_only=True)
         tensors = [v for v in raw.values() if isinstance(v, torch.Tensor)] or list(raw["string_to_param"].values())
-        assert all(t.dtype == dtype for t in tensors)
+        expected = list(vectors.values()) if len(written) == 1 else [vectors["clip_l" if path == written[0] else "clip_g"]]
+        assert len(tensors) == len(expected) and all(torch.equal(t, e) and t.dtype == dtype for t, e in zip(tensors, expected))
     emb = read_embedding(written[0])
     assert emb.vectors.keys() == vectors.keys()
     for slot, tensor in vectors.items():
