@@ -22,6 +22,7 @@ from library.training import loop
 from library.training.config_file import parse_args_with_config
 from library.training.loop import train
 from library.training.trainable_tokens import TrainableTokens
+from tests.helpers.a1111 import a1111_refusal
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +92,7 @@ def test_sampling_and_epoch_saves_follow_sd_scripts_names(tiny_model_dir, tmp_pa
     assert len(samples) == 3 and samples[0].startswith("ti_000002_00_") and samples[0].endswith("_5.png")
     emb = read_embedding(out / "ti.pt")
     assert emb.layout == "a1111" and emb.num_vectors == 2
+    assert all(a1111_refusal(p) is None for p in out.glob("*.pt"))  # AUTOMATIC1111's safe unpickler loads them
 
 
 def _exit_code_and_error(argv, capsys) -> tuple[int, str]:

@@ -241,7 +241,17 @@ def _cancelled(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None
         )
 
 
+def _ckpt_embeddings(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """`--save_model_as ckpt` is kept for sd-scripts parity, but the web UIs do not list .ckpt embeddings."""
+    if getattr(args, "save_model_as", None) == "ckpt":
+        logger.warning(
+            "--save_model_as ckpt: AUTOMATIC1111 does not list .ckpt files in its embeddings folder and ComfyUI needs "
+            "the extension typed (embedding:NAME.ckpt); use pt or safetensors for the web UIs (docs/embeddings.md)"
+        )
+
+
 FLAG_RULES: tuple[Rule, ...] = (
+    _ckpt_embeddings,
     _sd_scripts,
     _dynamo_backend,
     _required_and_counts,

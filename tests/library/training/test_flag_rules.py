@@ -109,3 +109,11 @@ def test_a_flag_another_cancels_is_warned_about_naming_both(cli, warning, caplog
     with caplog.at_level(logging.WARNING):
         assert flag_problems(_args("--token_string", "x", *cli), sdxl=False) == []
     assert warning in caplog.text
+
+
+@pytest.mark.parametrize("fmt, warned", [("ckpt", True), ("pt", False), ("safetensors", False)])
+def test_ckpt_embeddings_warn_that_web_uis_do_not_list_them(caplog, fmt, warned):
+    # A1111 lists .pt/.bin/.safetensors (and images) in its embeddings folder; ComfyUI needs the extension typed
+    with caplog.at_level(logging.WARNING):
+        assert flag_problems(_args("--token_string", "mychar4", "--save_model_as", fmt), sdxl=False) == []
+    assert ("--save_model_as ckpt: AUTOMATIC1111 does not list .ckpt" in caplog.text) == warned
