@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from library.cli import run_main
+from library.cli import add_logging_arguments, configure_console_logging, run_main
 from library.sampling import gen_img_run as run
 from library.sampling import inputs
 from library.sampling.gen_img_arguments import add_feature_arguments
@@ -84,11 +84,13 @@ def setup_parser() -> argparse.ArgumentParser:
     speed.add_argument("--xformers", action="store_true", help="use xformers attention (needs the xformers package and CUDA)")
     speed.add_argument("--sdpa", action="store_true", help="use PyTorch's scaled-dot-product attention (the default in PyTorch 2)")
     add_feature_arguments(parser)
+    add_logging_arguments(parser)  # sd-scripts' --console_log_level / --console_log_file / --console_log_simple
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = setup_parser().parse_args(argv)
+    configure_console_logging(args)
     run.check_flags(args)
 
     # prompts, images, devices and the output folder first: their errors come before the (slow) model load

@@ -89,6 +89,22 @@ def _pil_size(path: str | Path) -> Size:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def pixel_limit_problem(size: Size) -> Optional[str]:
+    """A reason if a header claims more pixels than Pillow will ever decode (a decompression bomb), else None.
+
+    Pillow refuses to decode images over twice Image.MAX_IMAGE_PIXELS (DecompressionBombError); finding that from
+    the header at scan time keeps such a file from stopping a run part-way through an epoch.
+    """
+    if Image.MAX_IMAGE_PIXELS is None:  # the user lifted Pillow's limit on purpose
+        return None
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    w, h = size
+    if w * h > limit:
+        return (f"the header says {w}x{h} ({w * h / 1e6:.0f} megapixels), over Pillow's decoding limit of "
+                f"{limit / 1e6:.0f} megapixels; a decompression bomb or a corrupt header")
+    return None
+
+
 def truncation_problem(path: str | Path) -> Optional[str]:
     """A reason if the file is empty or cut short, else None.
 

@@ -17,7 +17,7 @@ from library.dataset.captions import (
     fallback_caption,
     read_text_file,
 )
-from library.dataset.images import ImageError, is_image_file, parse_face_info, read_image_size, truncation_problem
+from library.dataset.images import ImageError, is_image_file, parse_face_info, pixel_limit_problem, read_image_size, truncation_problem
 from library.dataset.validation import Report
 
 
@@ -53,7 +53,12 @@ def _check_image(path: str, report: Report) -> Optional[Size]:
         if problem:
             report.bad_image(path, problem)
             return None
-        return read_image_size(path)
+        size = read_image_size(path)
+        problem = pixel_limit_problem(size)
+        if problem:
+            report.bad_image(path, problem)
+            return None
+        return size
     except ImageError as err:
         report.bad_image(path, str(err))
     except OSError as err:
@@ -149,6 +154,22 @@ def resolve_metadata_key(key: str, image_dir: Optional[str], metadata_dir: str, 
     return by_stem.get(stem)
 
 
+def _entry_type_problem(entry: object) -> Optional[str]:
+    """What is wrong with the JSON types of one metadata entry (sd-scripts expects strings), or None."""
+    if not isinstance(entry, dict):
+        return f'must be an object like {{"caption": "...", "tags": "..."}}, not {_json_type(entry)}'
+    for name in ("caption", "tags"):
+        value = entry.get(name)
+        if value is not None and not isinstance(value, str):
+            return f'key "{name}" must be a string, not {_json_type(value)} ({json.dumps(value)[:40]})'
+    return None
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def _metadata_caption(entry: dict, subset) -> Optional[str]:
     # sd-scripts: caption, then tags appended with the caption separator (per line with wildcards)
     caption = entry.get("caption")
@@ -195,6 +216,10 @@ def scan_fine_tuning_subset(
     meta_dir = os.path.dirname(os.path.abspath(meta_path))
     records, not_found, no_caption = [], [], []
     for key, entry in metadata.items():
+        problem = _entry_type_problem(entry)
+        if problem:
+            report.error(f"{where}: metadata_file {meta_path}: entry {key!r}: {problem}")
+            continue
         path = resolve_metadata_key(key, subset.image_dir, meta_dir, index)
         if path is None:
             not_found.append(key)
@@ -202,7 +227,7 @@ def scan_fine_tuning_subset(
         size = _check_image(path, report)
         if size is None:
             continue
-        caption = _metadata_caption(entry if isinstance(entry, dict) else {}, subset)
+        caption = _metadata_caption(entry, subset)
         has_caption = caption is not None
         if not has_caption:
             no_caption.append(key)

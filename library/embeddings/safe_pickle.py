@@ -21,25 +21,43 @@ ALLOWED_GLOBALS = [torch.nn.ParameterDict]
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def load_torch_file(path: Path, source: str | None = None) -> object:
-    """The object a torch pickle holds, if it is made of tensors and plain containers only."""
+def load_torch_file(path: Path, source: str | None = None, mmap: bool = False) -> object:
+    """The object a torch pickle holds, if it is made of tensors and plain containers only.
+
+    Every pickle the suite reads goes through here (embeddings, single-file models, state folders), so a refused
+    file gets the same one-line message wherever it is met.
+    """
     source = source or str(path)
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        raise UserError(_refusal(source, str(err))) from None
+        raise UserError(refusal(source, err)) from None
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"{source}: cannot be read as a torch file; it is truncated or corrupt ({reason})") from None
 
 
-def _refusal(source: str, message: str) -> str:
+def is_refused_pickle(err: BaseException) -> bool:
+    """Whether an exception (possibly wrapped by diffusers/transformers) is torch's weights_only refusal."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in str(err):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def refusal(source: str, err: BaseException | str) -> str:
+    """The one-line refusal of a pickle that needs more than tensors and plain containers."""
+    message = str(err)
     found = _GLOBAL_IN_MESSAGE.search(message)
     if found:
         return (
             f"{source}: refused: the file's pickle needs the Python object '{found.group(1)}', which is not a tensor "
-            "or plain container; loading it would run code from the file, so it is not loaded"
+            "or plain container; loading it would run code from the file, so it is not loaded "
+            "(use a .safetensors copy from a source you trust)"
         )
     detail = next((line.split("error:", 1)[1].strip() for line in message.splitlines() if "WeightsUnpickler error:" in line), None)
     if detail:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from library.embeddings.safe_pickle import is_refused_pickle, refusal
 from library.errors import UserError
 from library.models.original_format import EMBEDDED_CONFIG_KEY
 
@@ -28,12 +30,15 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def read_checkpoint(path: str | Path, flag: str = "--pretrained_model_name_or_path") -> Checkpoint:
-    """Load all tensors of a single-file checkpoint on the CPU. Pickles are read with weights_only=True."""
+def read_checkpoint(path: str | Path, flag: str = "--pretrained_model_name_or_path", *, mmap: bool = True) -> Checkpoint:
+    """Load all tensors of a single-file checkpoint on the CPU. Pickles are read with weights_only=True.
+
+    `mmap=False` (--disable_mmap_load_safetensors) reads a .safetensors file with plain reads instead of mapping it,
+    which is faster on file systems where page faults are slow (network drives, WSL's Windows drives)."""
     path = Path(path)
     where = f"{flag} {path}"
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        return _read_safetensors(path, where)
+        return _read_safetensors(path, where) if mmap else _read_safetensors_unmapped(path, where)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return _read_pickle(path, where)
     raise UserError(f"{where}: unsupported file type {path.suffix!r}; expected a .safetensors or .ckpt checkpoint "
@@ -56,6 +61,13 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def _read_safetensors(path: Path, where: str) -> Checkpoint:
     from safetensors import safe_open
 
+    from library.models.low_memory import IncompleteFile, check_safetensors_complete
+
+    try:
+        check_safetensors_complete(path)  # a cut-off download is named as such, not as an unreadable file
+    except IncompleteFile as err:
+        raise UserError(f"{flag_of(where)}{err}") from None
+
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
@@ -66,17 +78,28 @@ def _read_safetensors(path: Path, where: str) -> Checkpoint:
     return Checkpoint(path, state_dict, metadata)
 
 
+def _read_safetensors_unmapped(path: Path, where: str) -> Checkpoint:
+    from library.models.low_memory import read_safetensors
+
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            metadata = dict(json.loads(f.read(header_len)).get("__metadata__") or {})
+        state_dict = read_safetensors(path)
+    except Exception as err:
+        raise UserError(f"{where}: not a readable .safetensors file ({_short(err)}); it is damaged or incomplete "
+                        "(download it again) or not a safetensors checkpoint") from err
+    return Checkpoint(path, state_dict, metadata)
+
+
 def _read_pickle(path: Path, where: str) -> Checkpoint:
     try:
         # mmap keeps large zip-format checkpoints out of RAM until each tensor is used
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower():
-            raise UserError(
-                f"{where}: this checkpoint needs full pickle loading (it stores Python objects, not only tensors), "
-                "which can run arbitrary code and is refused for safety. Convert it to .safetensors with a tool you "
-                "trust, or use a .safetensors / diffusers copy of the model") from err
-        raise UserError(f"{where}: not a readable checkpoint ({_short(err)})") from err
+        if is_refused_pickle(err):
+            raise UserError(refusal(where, err)) from None
+        raise UserError(f"{where}: not a readable checkpoint ({_short(err)})") from None
     except Exception as err:
         raise UserError(f"{where}: not a readable checkpoint ({_short(err)}); it is damaged or incomplete "
                         "(download it again) or not a PyTorch checkpoint") from err
@@ -89,6 +112,11 @@ def _read_pickle(path: Path, where: str) -> Checkpoint:
         raise UserError(f"{where}: holds a {type(obj).__name__}, not a model state dict")
     state_dict = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     return Checkpoint(path, state_dict, metadata)
+
+
+def flag_of(where: str) -> str:
+    """'--vae ' from '--vae path' (messages of the file checks already name the path)."""
+    return where.split(" ", 1)[0] + " " if where.startswith("--") else ""
 
 
 def _short(err: Exception) -> str:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from library.errors import UserError
+from library.models.fp8_storage import compute_dtype_of
 from library.sampling.deep_shrink import DeepShrink, deep_shrink
 from library.sampling.gradual_latent import GradualLatent, parse_unsharp
 from library.sampling.highres import HighresFix, first_stage_job, second_stage_job
@@ -462,7 +463,7 @@ class ImageRenderer:
         first = batch[0]
         model = self.model
         kind = kind or self.kind
-        unet_dtype = next(model.unet.parameters()).dtype
+        unet_dtype = compute_dtype_of(model.unet)  # not the float8 storage dtype of a --fp8_base U-Net
         factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
         latent_size = (first.height // factor, first.width // factor)
         if self.options.zero_terminal_snr:

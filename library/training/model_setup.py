@@ -16,7 +16,10 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
     """Load the base model named by the flags; the SD script refuses SDXL models and vice versa."""
     from library.models.loading import load_models
 
+    from library.training.family import family_for, family_for_script
     from library.training.run_setup import weight_dtype_for
+
+    expected = family_for_script(sdxl)
 
     # frozen weights load straight into the mixed-precision dtype: no full fp32 copy in memory first
     # (--no_half_vae keeps an fp32 load so the VAE is not rounded through the half dtype)
@@ -26,14 +29,14 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
         dtype=dtype,
         v2=args.v2 or None,
         v_parameterization=args.v_parameterization or None,
-        sdxl=None if sdxl else False,  # False refuses an SDXL file from its keys, before loading weights
+        sdxl=expected.load_as_sdxl,
         vae=args.vae,
         tokenizer_cache_dir=args.tokenizer_cache_dir,
+        disable_mmap=getattr(args, "disable_mmap_load_safetensors", False),
     )
-    if models.family == "sdxl" and not sdxl:
-        raise UserError(f"{args.pretrained_model_name_or_path} is an SDXL model: train it with sdxl_train_textual_inversion.py")
-    if models.family != "sdxl" and sdxl:
-        raise UserError(f"{args.pretrained_model_name_or_path} is an SD {models.family[-1]}.x model, not SDXL: train it with train_textual_inversion.py")
+    found = family_for(models.family)
+    if found.script != expected.script:
+        raise UserError(f"{args.pretrained_model_name_or_path} is an {found.display_name} model, not {expected.kind}: train it with {found.script}")
     return models
 
 
@@ -45,24 +48,17 @@ def read_initial_vectors(path: str, slots: tuple[str, ...], models, num_vectors:
     dims = {slot: enc.get_input_embeddings().embedding_dim for slot, enc in zip(slots, models.text_encoders)}
     vectors = emb.vectors_for_slots(slots, dims, source=f"--weights {path}")
     for slot, tensor in vectors.items():
+        bad = (~torch.isfinite(tensor)).sum().item()
+        if bad:  # a NaN start makes the loss NaN at step 1 and every later save worthless
+            kinds = "/".join(k for k, found in (("NaN", tensor.isnan().any()), ("Inf", tensor.isinf().any())) if found)
+            raise UserError(f"--weights {path}: {bad} value(s) of its {slot} vectors are {kinds}; it cannot be a starting point. "
+                            "Start from --init_word, or from an earlier, finite save")
         if tensor.shape[0] != num_vectors:
             raise UserError(
                 f"--weights {path} holds {tensor.shape[0]} vector(s) but --num_vectors_per_token is {num_vectors}; "
                 f"pass --num_vectors_per_token {tensor.shape[0]} to continue training it"
             )
     return vectors
-
-
-def trained_encoders(args: argparse.Namespace, family) -> list[bool]:
-    """Which text encoders' vectors train (SDXL: --ti_text_encoders l,g; SD: the one encoder)."""
-    chosen = getattr(args, "ti_text_encoders", None)
-    if family.name != "sdxl" or not chosen:
-        return [True] * len(family.slots)
-    wanted = {part.strip().lower() for part in chosen.split(",") if part.strip()}
-    unknown = wanted - {"l", "g"}
-    if unknown or not wanted:
-        raise UserError(f"--ti_text_encoders takes 'l', 'g' or 'l,g' (got {chosen!r})")
-    return ["l" in wanted, "g" in wanted]
 
 
 def enable_gradient_checkpointing(models) -> None:

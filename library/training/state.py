@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from library.atomic import atomic_dir
+from library.atomic import atomic_dir, old_dir_name
+from library.embeddings.safe_pickle import load_torch_file
 from library.errors import UserError
 
 STATE_VERSION = 1
@@ -46,16 +47,26 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict, P
     """Read a state folder written by save_state; errors name the folder and the missing piece."""
     path = Path(path)
     if not path.is_dir():
+        if old_dir_name(path).is_dir():  # a kill while the folder was being replaced: the previous one is whole
+            raise UserError(f"--resume {path}: no such state folder, but {old_dir_name(path)} is the complete previous state "
+                            "(a save of this folder was interrupted); rename it to resume from it")
         raise UserError(f"--resume {path}: no such state folder (expected a folder like OUTPUT_DIR/NAME-step00000500-state)")
     needed = ["vectors.safetensors", "optimizer.pt", "lr_scheduler.pt", "progress.json"]
     missing = [n for n in needed if not (path / n).is_file()]
     if missing:
         raise UserError(f"--resume {path}: not a state folder of this trainer (missing {', '.join(missing)})")
+    # pickles go through safe_pickle: a refused optimizer.pt gets the same one-line refusal as any other pickle
+    optimizer_state = load_torch_file(path / "optimizer.pt", f"--resume {path / 'optimizer.pt'}")
+    scheduler_state = load_torch_file(path / "lr_scheduler.pt", f"--resume {path / 'lr_scheduler.pt'}")
     try:
         progress = Progress(**json.loads((path / "progress.json").read_text()))
         vectors = load_file(str(path / "vectors.safetensors"))
-        optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        scheduler_state = torch.load(path / "lr_scheduler.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as err:
-        raise UserError(f"--resume {path}: the state folder is damaged ({err})") from err
+    except Exception as err:  # safetensors' SafetensorError has no stable import path
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"--resume {path}: the state folder is damaged ({reason})") from None
+    bad = [name for name, tensor in vectors.items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise UserError(f"--resume {path}: the saved vectors ({', '.join(bad)}) hold NaN/Inf; resume from an earlier state")
+    if not isinstance(optimizer_state, dict) or not isinstance(scheduler_state, dict):
+        raise UserError(f"--resume {path}: the state folder is damaged (optimizer.pt or lr_scheduler.pt holds no state dict)")
     return vectors, optimizer_state, scheduler_state, progress

@@ -194,14 +194,14 @@ def test_truncated_safetensors(tiny_single_file, tmp_path):
     data = tiny_single_file("sd1").read_bytes()
     path = tmp_path / "partial.safetensors"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="damaged or incomplete"):
+    with pytest.raises(UserError, match=r"partial.safetensors: the file is cut short: \d+ of \d+ bytes"):
         load_models(str(path))
 
 
 def test_ckpt_needing_full_pickle_is_refused(tmp_path):
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": {"model.diffusion_model.out.2.weight": torch.zeros(1)}, "extra": NotATensor()}, path)
-    with pytest.raises(UserError, match="needs full pickle.*refused for safety.*safetensors"):
+    with pytest.raises(UserError, match="refused: the file.s pickle needs the Python object .*safetensors"):
         load_models(str(path))
 
 
