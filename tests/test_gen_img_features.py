@@ -52,6 +52,7 @@ def test_options_that_must_not_change_pixels(tiny_model_dir, tmp_path):
         assert np.abs(pixels(a) - pixels(b)).max() <= 1
 
 
+@pytest.mark.slow
 def test_options_that_change_pixels(tiny_model_dir, tmp_path):
     model = tiny_model_dir("sd1")
     plain = gen(model, tmp_path / "plain", *SMALL, prompt="a (red:1.5) cube --d 3")[0]
@@ -69,6 +70,7 @@ def test_options_that_change_pixels(tiny_model_dir, tmp_path):
     assert same(per_prompt, images(tmp_path / "ds")[0])
 
 
+@pytest.mark.slow
 def test_gradual_latent_ends_at_full_size(tiny_model_dir, tmp_path):
     model = tiny_model_dir("sd1")
     common = ["--W", "128", "--H", "128", "--steps", "6", "--sampler", "euler_a"]
@@ -78,6 +80,7 @@ def test_gradual_latent_ends_at_full_size(tiny_model_dir, tmp_path):
     assert Image.open(grown).size == (128, 128) and not same(grown, plain)
 
 
+@pytest.mark.slow
 def test_shuffle_prompts_changes_the_order_per_iteration(tiny_model_dir, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i} --d {i}\n" for i in range(4)), encoding="utf-8")
