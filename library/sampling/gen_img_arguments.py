@@ -87,12 +87,13 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output (sd-scripts compatibility)")
     out.add_argument("--use_original_file_name", action="store_true",
                      help="img2img: name each image after its source image (NAME.png, then NAME_1.png, ...)")
-    out.add_argument("--no_preview", action="store_true",
-                     help="accepted for compatibility, no effect: gen_img.py never opens a preview window")
     out.add_argument("--diffusers_xformers", action="store_true", help="same as --xformers (sd-scripts' diffusers xformers)")
     out.add_argument("--full_fp16", action="store_true", help="same as --fp16 (the model is loaded in the run's dtype)")
     out.add_argument("--full_bf16", action="store_true", help="same as --bf16 (the model is loaded in the run's dtype)")
 
+    from library.training.compat_flags import GEN_IMG_COMPAT_FLAGS, add_compat_arguments
+
+    add_compat_arguments(parser, GEN_IMG_COMPAT_FLAGS)  # --no_preview
     refused = parser.add_argument_group("sd-scripts flags that are not part of this suite (refused with a clear error)")
     for flag, what in NOT_IN_SUITE.items():
         refused.add_argument(flag, nargs="*", default=None, help=f"not part of this suite: {what}")
