@@ -42,8 +42,13 @@ TRAINER_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
     ),
 )
 
+GEN_IMG_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
+    CompatFlag("--no_preview", "sd-scripts shows --interactive images in an OpenCV window unless given; "
+                               "gen_img.py never opens a window"),
+)
+
 # dests of every compatibility-only flag of every script (the guard test reads this)
-COMPAT_DESTS: frozenset[str] = frozenset(f.dest for f in TRAINER_COMPAT_FLAGS)
+COMPAT_DESTS: frozenset[str] = frozenset(f.dest for f in TRAINER_COMPAT_FLAGS + GEN_IMG_COMPAT_FLAGS)
 
 
 def compat_help(why: str) -> str:
