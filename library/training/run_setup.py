@@ -27,6 +27,10 @@ def check_flags(args: argparse.Namespace, *, sdxl: bool) -> None:
         if not cuda:
             raise UserError("--xformers needs a CUDA GPU; leave it out to use PyTorch's scaled-dot-product attention (--sdpa, the default)")
         require("xformers", "--xformers")
+    if sdxl and getattr(args, "ti_text_encoders", None):
+        wanted = {part.strip().lower() for part in args.ti_text_encoders.split(",") if part.strip()}
+        if not wanted or wanted - {"l", "g"}:
+            raise UserError(f"--ti_text_encoders takes 'l', 'g' or 'l,g' (got {args.ti_text_encoders!r})")
     if sdxl and (getattr(args, "cache_text_encoder_outputs", False) or getattr(args, "cache_text_encoder_outputs_to_disk", False)):
         raise UserError("--cache_text_encoder_outputs cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train")
     if args.cache_latents and (args.color_aug or args.random_crop):
