@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 
 import train_textual_inversion
 from library import atomic
-from library.embeddings import read_embedding
 from library.training.state import load_state
 from tests.adversarial.harness import REPO, assert_accepted, assert_refused, run_in_process, run_process
 
@@ -155,29 +154,39 @@ def _final_vectors(out: Path) -> torch.Tensor:
     return load_file(str(out / "ti.safetensors"))["emb_params"]
 
 
+_KILL_FLAGS = ["--save_every_n_steps=2", "--save_state", "--optimizer_type=AdamW"]
+
+
+@pytest.fixture(scope="module")
+def straight_vectors(adversarial_world, tmp_path_factory) -> torch.Tensor:
+    """The final vectors of an uninterrupted run, in a real process like the killed and resumed ones (same threads)."""
+    from tests.helpers.training import train_argv
+
+    model, data, _ = adversarial_world
+    out = tmp_path_factory.mktemp("straight")
+    assert_accepted(run_process("train_textual_inversion.py", train_argv(model, data, out, *_KILL_FLAGS, steps=4)))
+    return _final_vectors(out)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["tmp-created:3", "tmp-half:3", "tmp-synced:4", "renamed:4"])
-def test_a_trainer_killed_during_a_save_leaves_only_whole_files_and_resumes_to_the_uninterrupted_result(tmp_path, ctx, point):
-    """kill -9 (os._exit from the writer's fault hook) at the step-2 save; resuming its state reaches the same vectors."""
-    flags = ["--save_every_n_steps=2", "--save_state", "--optimizer_type=AdamW"]
-    straight = tmp_path / "straight"
-    assert_accepted(run_in_process(train_textual_inversion.main, ctx.argv(*flags, f"--output_dir={straight}", steps=4)))
-
-    killed = run_process("train_textual_inversion.py", ctx.argv(*flags, steps=4), env={atomic.FAULT_ENV: point})
+def test_a_trainer_killed_during_a_save_leaves_only_whole_files_and_resumes_to_the_uninterrupted_result(ctx, point, straight_vectors):
+    """kill -9 (os._exit from the writer's fault hook) at the step-4 save; resuming the step-2 state reaches the same vectors."""
+    killed = run_process("train_textual_inversion.py", ctx.argv(*_KILL_FLAGS, steps=4), env={atomic.FAULT_ENV: point})
     assert killed.code == 137, killed.stderr[-2000:]
     assert "Traceback" not in killed.stderr
     assert ctx.good_is_untouched()  # the final save never happened
     for path in ctx.out.glob("*.safetensors"):
-        assert torch.isfinite(read_embedding(path).vectors_for_slots(("emb_params",), {"emb_params": 32})["emb_params"]).all()
+        assert torch.isfinite(load_file(str(path))["emb_params"]).all()  # every embedding under its final name is whole
     states = sorted(ctx.out.glob("ti-step*-state"))
     for state in states:
         load_state(state)  # every state folder under its final name is whole
     first_state = ctx.out / "ti-step00000002-state"  # writes 1-2 are step 2's embedding and state, 3-4 step 4's
     assert first_state in states
 
-    resumed = run_in_process(train_textual_inversion.main, ctx.argv(*flags, f"--resume={first_state}", steps=4))
+    resumed = run_process("train_textual_inversion.py", ctx.argv(*_KILL_FLAGS, f"--resume={first_state}", steps=4))
     assert_accepted(resumed)
-    assert torch.equal(_final_vectors(ctx.out), _final_vectors(straight))
+    assert torch.equal(_final_vectors(ctx.out), straight_vectors)
 
 
 def test_progress_file_written_by_a_killed_run_is_never_half_json(tmp_path):
