@@ -7,14 +7,23 @@ text embedding and size/crop conditioning. See docs/sdxl_train_textual_inversion
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from library.cli import run_main
-from train_textual_inversion import main as _train_main
+
+
+def setup_parser(sdxl: bool = True) -> argparse.ArgumentParser:
+    """sd-scripts' name for the parser; it is built in `library.training.parser`."""
+    from library.training.parser import build_parser
+
+    return build_parser(sdxl)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _train_main(argv, sdxl=True)
+    from library.training.parser import run_training
+
+    run_training(argv, sdxl=True)
 
 
 if __name__ == "__main__":

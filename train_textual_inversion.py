@@ -17,34 +17,16 @@ from library.cli import run_main
 
 
 def setup_parser(sdxl: bool = False) -> argparse.ArgumentParser:
-    """All flags of the trainer: model, dataset, training (shared with the SDXL script)."""
-    from library.dataset.arguments import add_dataset_arguments
-    from library.training.arguments import add_model_arguments, add_textual_inversion_arguments, add_training_arguments
+    """sd-scripts' name for the parser; it is built in `library.training.parser`."""
+    from library.training.parser import build_parser
 
-    parser = argparse.ArgumentParser(
-        prog="sdxl_train_textual_inversion.py" if sdxl else "train_textual_inversion.py",
-        description=(__doc__ or "").splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_model_arguments(parser)
-    add_textual_inversion_arguments(parser)
-    add_dataset_arguments(parser)
-    add_training_arguments(parser)
-    if sdxl:
-        from library.training.arguments import add_sdxl_arguments
-
-        add_sdxl_arguments(parser)
-    return parser
+    return build_parser(sdxl)
 
 
 def main(argv: list[str] | None = None, sdxl: bool = False) -> None:
-    from library.training.arguments import validate_training_args
-    from library.training.config_file import parse_args_with_config
-    from library.training.loop import train
+    from library.training.parser import run_training
 
-    args = parse_args_with_config(setup_parser(sdxl), argv)
-    validate_training_args(args)
-    train(args, sdxl=sdxl)
+    run_training(argv, sdxl=sdxl)
 
 
 if __name__ == "__main__":

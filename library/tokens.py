@@ -17,8 +17,7 @@ from library.errors import UserError
 
 def new_token_names(token_string: str, num_vectors: int) -> list[str]:
     """`token_string` followed by `token_string1 … token_string{N-1}`."""
-    if num_vectors < 1:
-        raise UserError(f"--num_vectors_per_token must be at least 1, got {num_vectors}")
+    assert num_vectors >= 1, f"num_vectors must be at least 1 (flag_rules refuses --num_vectors_per_token < 1), got {num_vectors}"
     return [token_string] + [f"{token_string}{i}" for i in range(1, num_vectors)]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import gen_img
-import train_textual_inversion
+from library.training.parser import build_parser
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -22,7 +22,7 @@ def _documented() -> str:
     return "\n".join(p.read_text(encoding="utf-8") for p in DOCS.glob("*.md"))
 
 
-@pytest.mark.parametrize("parser", [train_textual_inversion.setup_parser(), train_textual_inversion.setup_parser(sdxl=True), gen_img.setup_parser()],
+@pytest.mark.parametrize("parser", [build_parser(sdxl=False), build_parser(sdxl=True), gen_img.setup_parser()],
                          ids=["train_textual_inversion", "sdxl_train_textual_inversion", "gen_img"])
 def test_every_flag_is_documented(parser):
     text = _documented()

@@ -155,11 +155,28 @@ def test_unreadable_prompt_file(capsys, tmp_path):
     assert "error: prompt file" in error_of(capsys, "--ckpt", "m", "--from_file", tmp_path / "missing.txt")
 
 
-def test_bad_option_names_line_and_option(capsys, tmp_path):
+def test_malformed_options_in_a_prompt_file_are_warnings_naming_file_and_line(capsys, caplog, tmp_path):
+    """Every kind of malformed option gets the same treatment in a file: a warning, the option skipped."""
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a cat --d 1\na dog --foo 2\n", encoding="utf-8")
-    err = error_of(capsys, "--ckpt", "m", "--from_file", prompts)
-    assert f"error: {prompts} line 2: unknown option --foo" in err
+    prompts.write_text("a cat --d 1\na dog --foo 2\na bird --n\na fish --w abc\na cow --am 0.5\n", encoding="utf-8")
+    caplog.set_level(logging.WARNING)
+    # no model: the prompts are read (and warned about) before the model load fails
+    err = error_of(capsys, "--ckpt", tmp_path / "nope.safetensors", "--from_file", prompts, "--outdir", tmp_path / "o")
+    assert "error: --ckpt" in err
+    for line, problem in [(2, "unknown option --foo"), (3, "option --n (negative prompt) has no value"),
+                          (4, "bad value 'abc' for --w"), (5, "option --am (additional-network multipliers) is not supported")]:
+        assert f"{prompts} line {line}: {problem}" in caplog.text
+
+
+@pytest.mark.parametrize("prompt, problem", [
+    ("a mychar4 --n", "--prompt: option --n (negative prompt) has no value"),
+    ("a mychar4 --d", "--prompt: option --d"),
+    ("a mychar4 --w abc", "--prompt: bad value 'abc' for --w"),
+    ("a mychar4 --foo 1", "--prompt: unknown option --foo"),
+    ("a mychar4 --cn x", "--prompt: option --cn (ControlNet images) is not supported"),
+])
+def test_malformed_options_in_prompt_are_errors(capsys, tmp_path, prompt, problem):
+    assert problem in error_of(capsys, "--ckpt", "m", "--prompt", prompt, "--outdir", tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -209,3 +226,53 @@ def test_the_demo_embedding_draws_its_concept_on_the_toy_model(toy_demo_out, tmp
     assert with_token >= 8 and with_token - init_word_only >= 6, (with_token, init_word_only)
     parameters = parse_parameters(read_png_text(images(tmp_path / "token")[0])["parameters"])
     assert "toyxstar" in parameters["TI hashes"]
+
+
+def test_an_unwritable_outdir_is_refused_before_the_model_loads(capsys, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    # --ckpt names no model: the outdir check comes first, so the error is about --outdir
+    err = error_of(capsys, "--ckpt", tmp_path / "nope.safetensors", "--prompt", "x", "--outdir", tmp_path / "file.txt" / "out")
+    assert "error: --outdir" in err and "file.txt is a file" in err and "Traceback" not in err
+
+
+def test_embeddings_folder_is_searched_recursively_and_lists_its_triggers(tiny_model_dir, tmp_path, caplog):
+    """As AUTOMATIC1111's embeddings folder: every embedding file below it, each triggered by its file name."""
+    import base64
+    import json
+
+    from PIL import PngImagePlugin
+
+    from library.embeddings import save_embedding
+
+    folder = tmp_path / "embeddings"
+    (folder / "chars").mkdir(parents=True)
+    torch.manual_seed(0)
+    save_embedding(folder / "mychar4.safetensors", {"emb_params": torch.randn(2, 32) * 3})
+    save_embedding(folder / "chars" / "otherchar.pt", {"emb_params": torch.randn(1, 32) * 3})
+    # an A1111 embedding image (text-chunk form) and a plain preview image beside it
+    payload = {"string_to_param": {"*": {"TORCHTENSOR": (torch.randn(1, 32) * 3).tolist()}}, "name": "pngchar"}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(payload).encode()).decode())
+    Image.new("RGB", (8, 8)).save(folder / "chars" / "pngchar.png", pnginfo=info)
+    Image.new("RGB", (8, 8)).save(folder / "mychar4.preview.png")
+    (folder / "notes.txt").write_text("not an embedding")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a photo of otherchar --d 1\na photo of pngchar --d 1\na photo of a cat --d 1\n", encoding="utf-8")
+    caplog.set_level(logging.INFO)
+    common = ["--ckpt", tiny_model_dir("sd1"), "--from_file", prompts, "--sequential_file_name", *SMALL]
+    assert run(*common, "--outdir", tmp_path / "emb", "--textual_inversion_embeddings", folder) == 0
+    assert "3 embedding file(s) found" in caplog.text
+    assert "trigger words: otherchar (1 vector(s)), pngchar (1 vector(s)), mychar4 (2 vector(s))" in caplog.text
+    assert f"{prompts} line 3: the prompt uses none of the embeddings' trigger words (otherchar, pngchar, mychar4)" in caplog.text
+    assert run(*common, "--outdir", tmp_path / "plain") == 0
+    emb, plain = images(tmp_path / "emb"), images(tmp_path / "plain")
+    assert not np.array_equal(pixels(emb[0]), pixels(plain[0])) and not np.array_equal(pixels(emb[1]), pixels(plain[1]))
+    assert np.array_equal(pixels(emb[2]), pixels(plain[2]))
+
+
+def test_an_embeddings_folder_without_embeddings_is_an_error(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    err = error_of(capsys, "--ckpt", "m", "--prompt", "x", "--textual_inversion_embeddings", tmp_path / "empty",
+                   "--outdir", tmp_path / "o")
+    assert "--textual_inversion_embeddings" in err and "holds no embedding files" in err

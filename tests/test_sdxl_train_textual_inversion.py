@@ -10,14 +10,14 @@ from safetensors.torch import load_file
 import train_textual_inversion
 from library.cli import run_main
 from library.models.loading import load_models
-from library.training.config_file import parse_args_with_config
+from library.training.parser import parse_training_args
 from library.training.loop import train
 from sdxl_train_textual_inversion import main as sdxl_main
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
 
 
 def run_sdxl(argv: list[str]):
-    return train(parse_args_with_config(train_textual_inversion.setup_parser(sdxl=True), argv), sdxl=True)
+    return train(parse_training_args(argv, sdxl=True), sdxl=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import train_textual_inversion
 from library.cli import run_main
 from library.embeddings import read_embedding, save_embedding
 from library.models.loading import load_models
-from library.training.config_file import parse_args_with_config
+from library.training.parser import parse_training_args
 from library.training.loop import train
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
 
@@ -24,8 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_training(argv: list[str]):
-    parser = train_textual_inversion.setup_parser()
-    return train(parse_args_with_config(parser, argv), sdxl=False)
+    return train(parse_training_args(argv), sdxl=False)
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +153,8 @@ def test_precision_memory_loss_and_validation_options_run_together(tiny_model_di
         "--validation_split=0.34", "--validate_every_n_steps=2", "--learning_rate=0.005:2, 0.001",
         steps=4,
     )
-    parser = train_textual_inversion.setup_parser()
     with pytest.raises(Exception, match="already a schedule"):  # a piecewise learning rate is its own schedule
-        train(parse_args_with_config(parser, argv), sdxl=False)
+        run_training(argv)
     argv = [a for a in argv if not a.startswith("--learning_rate")] + ["--learning_rate=5e-3"]
     caplog.set_level("INFO")
     result = run_training(argv)

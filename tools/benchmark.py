@@ -260,7 +260,7 @@ def floor_pass(context, batch: dict, shape: tuple, timestep: int = 500) -> float
         start = time.perf_counter()
         with accelerator.autocast():
             conditioning = family.unet_conditioning(models.tokenizers, text_encoders, batch["captions"], batch,
-                                                    max_token_length=settings.max_token_length, clip_skip=settings.clip_skip)
+                                                    **settings.conditioning.as_kwargs())
             conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(models.unet.dtype)
             prediction = models.unet(noisy, timesteps, **conditioning).sample
         prediction.float().square().mean().backward()
@@ -293,10 +293,8 @@ def load_average() -> list[float] | None:
 
 
 def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
-    import train_textual_inversion as entry  # the script's own parser: the trainer sees exactly the CLI's flags
     from library.training import loop
-    from library.training.arguments import validate_training_args
-    from library.training.config_file import parse_args_with_config
+    from library.training.parser import parse_training_args  # the scripts' own parser: the trainer sees exactly the CLI's flags
 
     with tempfile.TemporaryDirectory(prefix="ti_bench_") as tmp:
         root = Path(opts.workdir) if opts.workdir else Path(tmp)
@@ -310,8 +308,7 @@ def run_benchmark(opts: argparse.Namespace, extra: list[str]) -> dict:
         config = write_dataset_toml(root, images, opts.resolution, opts.batch_size, reg_images)
         model, is_sdxl = resolve_model(opts.model, root)
         sdxl = opts.sdxl or bool(is_sdxl)
-        args = parse_args_with_config(entry.setup_parser(sdxl), trainer_argv(opts, model, config, root / "out", extra))
-        validate_training_args(args)
+        args = parse_training_args(trainer_argv(opts, model, config, root / "out", extra), sdxl=sdxl)
 
         profile_step = opts.warmup + opts.profile - 1 if opts.profile else None
         recorder = StepRecorder(loop.training_step, profile_step)

@@ -139,10 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print(f"the same run from a shell:\n  {python_command()} train_textual_inversion.py " + " ".join(shlex.quote(a) for a in argv))
 
-    from train_textual_inversion import main as train_main
+    from library.training.parser import run_training
 
     started = time.time()
-    train_main(argv)
+    run_training(argv)
     grid = write_sample_grid(out / "sample", "toyxstar", out / "sample_grid.png")
     print(f"done in {time.time() - started:.0f} s: embedding {out / 'toyxstar.safetensors'}, samples in {out / 'sample'}, "
           f"loss chart {out / 'toyxstar_loss.png'}")

@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         required=True,
         choices=TARGETS,
         help="a1111-pt: A1111 .pt; safetensors: emb_params or clip_l+clip_g; diffusers: {token: vectors} "
-        "(SDXL: the X + X_2 pair); sdxl-pair: the diffusers SDXL pair",
+        "(SDXL: the X + X_2 pair); sdxl-pair: the diffusers SDXL pair; a1111-png: a PNG carrying the embedding in "
+        "AUTOMATIC1111's sd-ti-embedding chunk",
     )
     convert.add_argument("--name", help="the token name stored inside the file (default: the source's, else its file name)")
     convert.add_argument("--out", help="output file (default: beside the source, same name, the format's extension)")

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
+from library.hardware import cpu_has_native_bf16  # noqa: E402
 from library.tokenizers import load_bundled_tokenizer  # noqa: E402
 from library.toyworld.evaluate import concept_rate, prompt_following, seen_scenes  # noqa: E402
 from library.toyworld.model import TOY_MODEL_DIR  # noqa: E402
@@ -70,7 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_every", type=int, default=400, help="save the EMA model (and score it) every N UNet steps")
     p.add_argument("--eval_prompts", type=int, default=32, help="seen-combination prompts scored at each save")
     p.add_argument("--max_minutes", type=float, default=0, help="stop the UNet phase after this many minutes; 0: no limit")
-    p.add_argument("--bf16_vae", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast for the VAE (4x faster on AVX512-BF16 CPUs)")
+    p.add_argument("--bf16_vae", action=argparse.BooleanOptionalAction, default=cpu_has_native_bf16(),
+                   help="bf16 autocast for the VAE: 4x faster on CPUs with AVX512-BF16/AMX, about 100x slower on CPUs without "
+                        "(the default follows this CPU)")
     return p.parse_args(argv)
 
 

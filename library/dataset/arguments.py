@@ -1,7 +1,8 @@
 """Dataset command-line flags: sd-scripts' names, meanings and defaults, plus a few of ours.
 
 `add_dataset_arguments(parser)` adds them; `library.dataset.config.dataset_params_from_args(args)` turns the
-parsed namespace (and the dataset TOML it may name) into validated `DatasetGroupParams`.
+parsed namespace (and the dataset TOML it may name) into validated `DatasetGroupParams`. The config module
+depends on this one (for the flags' defaults), never the other way round.
 """
 
 from __future__ import annotations
@@ -10,41 +11,9 @@ import argparse
 from typing import Any
 
 from library.dataset.config_schema import RESIZE_INTERPOLATIONS
+from library.dataset.values import parse_float_pair, parse_resolution  # noqa: F401 (parse_resolution: re-exported)
 
 LATENT_SAMPLING_MODES = ("once", "deterministic", "random")
-
-
-def parse_resolution(value: Any) -> tuple[int, int]:
-    """'512', '512,768', 512 or (512, 768) -> (width, height); ValueError with a readable message otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"resolution must be 'SIZE' or 'WIDTH,HEIGHT', got {value!r}")
-    if isinstance(value, int):
-        parts: list[Any] = [value]
-    elif isinstance(value, str):
-        parts = [p.strip() for p in value.replace("x", ",").split(",")]
-    elif isinstance(value, (list, tuple)):
-        parts = list(value)
-    else:
-        raise ValueError(f"resolution must be 'SIZE' or 'WIDTH,HEIGHT', got {value!r}")
-    try:
-        sizes = [int(p) for p in parts]
-    except (TypeError, ValueError):
-        raise ValueError(f"resolution must be 'SIZE' or 'WIDTH,HEIGHT' with whole numbers, got {value!r}") from None
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or min(sizes) <= 0:
-        raise ValueError(f"resolution must be 'SIZE' or 'WIDTH,HEIGHT' with positive numbers, got {value!r}")
-    return sizes[0], sizes[1]
-
-
-def parse_float_pair(value: Any) -> tuple[float, float]:
-    """'2.0,4.0' or (2, 4) -> (2.0, 4.0): the --face_crop_aug_range form."""
-    parts = value.split(",") if isinstance(value, str) else value
-    try:
-        low, high = (float(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected 'LOW,HIGH' (two numbers), got {value!r}") from None
-    return low, high
 
 
 def _argtype(fn, name: str):
@@ -134,6 +103,10 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         help="expand {a|b|c} in captions to one random choice; a multi-line caption picks one random line")
     add("--caption_prefix", type=str, default=None, help="text put before every caption")
     add("--caption_suffix", type=str, default=None, help="text put after every caption")
+    add("--caption_tag_dropout_rate", type=_fraction, default=0.0, metavar="RATE",
+        help="drop each caption tag with this probability every step (AUTOMATIC1111's 'drop out tags', 0.1 is its "
+             "suggestion); tags holding the trained token and the keep_tokens prefix are never dropped "
+             "(default: %(default)s)")
     add("--token_warmup_min", type=_int_at_least(0), default=1, metavar="N",
         help="caption tag warm-up: start with N tags (default: %(default)s)")
     add("--token_warmup_step", type=float, default=0, metavar="STEPS",
@@ -201,10 +174,3 @@ def default_dataset_args(**overrides: Any) -> argparse.Namespace:
     for name, value in overrides.items():
         setattr(args, name, value)
     return args
-
-
-def dataset_params_from_args(args: argparse.Namespace, *, check_paths: bool = True):
-    """The validated DatasetGroupParams the flags describe (see `library.dataset.config.dataset_params_from_args`)."""
-    from library.dataset.config import dataset_params_from_args as from_args  # the config module imports this one
-
-    return from_args(args, check_paths=check_paths)

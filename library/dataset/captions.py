@@ -47,6 +47,7 @@ class CaptionOptions:
     caption_tag_dropout_rate: float = 0.0
     caption_dropout_rate: float = 0.0
     caption_dropout_every_n_epochs: int = 0
+    protected_token: Optional[str] = None  # the trained token string: tag dropout never drops a tag holding it
 
     @classmethod
     def from_subset(cls, subset) -> "CaptionOptions":
@@ -157,6 +158,14 @@ def resolve_warmup_steps(token_warmup_step: float, max_train_steps: int) -> int:
     return int(token_warmup_step)
 
 
+def _keeps_tag(tag: str, opts: CaptionOptions, rng: random.Random) -> bool:
+    # one draw per tag whether or not it is protected, so the token's presence does not shift later draws
+    kept = rng.random() >= opts.caption_tag_dropout_rate
+    if opts.protected_token and re.search(r"(?<!\w)" + re.escape(opts.protected_token) + r"(?!\w)", tag):
+        return True
+    return kept
+
+
 def process_caption(
     caption: str,
     opts: CaptionOptions,
@@ -210,7 +219,7 @@ def process_caption(
         if opts.shuffle_caption:
             rng.shuffle(flex)
         if opts.caption_tag_dropout_rate > 0:
-            flex = [t for t in flex if rng.random() >= opts.caption_tag_dropout_rate]
+            flex = [t for t in flex if _keeps_tag(t, opts, rng)]
         caption = ", ".join(fixed + flex + suffix)
 
     if opts.secondary_separator:

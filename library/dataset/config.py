@@ -14,15 +14,16 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from library.dataset.arguments import default_dataset_args, parse_float_pair, parse_resolution
+from library.dataset.arguments import default_dataset_args
 from library.dataset.config_file import read_config_file
-from library.dataset.config_paths import check_dataset_paths, dreambooth_subsets_from_folders
+from library.dataset.config_paths import attach_mask_folders, check_dataset_paths
 from library.dataset.config_schema import (
     ALL_KEYS, DATASET_ALLOWED, DATASET_KEYS, DREAMBOOTH, DREAMBOOTH_INHERITED_KEYS, FINE_TUNING, GENERAL_ALLOWED,
     MASKED, RESIZE_INTERPOLATIONS, SUBSET_ALLOWED, SUBSET_INHERITED_KEYS, SUBSET_ONLY_KEYS, SUBSET_REQUIRED,
     DatasetConfigError, convert_value, explain_top_level_key, explain_unknown_key,
 )
 from library.dataset.params import DatasetGroupParams, DatasetParams, SubsetParams
+from library.dataset.values import parse_float_pair, parse_resolution
 from library.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ def build_dataset_group(
     group = DatasetGroupParams(source=source)
     for label, dataset in datasets:
         group.datasets.append(_build_dataset(label, dataset, general_values, args, masked_loss, from_cli, problems))
-    _check_group(group, args, problems)
     if problems:
         where = "command-line dataset flags" if from_cli else f"dataset config {source}"
         raise DatasetConfigError(where, problems.lines())
@@ -383,6 +383,8 @@ def _check_subset_values(label: str, style: str, p: SubsetParams, sources: dict,
         problems.add(f"{at('token_warmup_min')} must be 0 or more, got {p.token_warmup_min}")
     if p.token_warmup_step < 0:
         problems.add(f"{at('token_warmup_step')} must be 0 or more, got {p.token_warmup_step}")
+    if not 0 <= p.caption_tag_dropout_rate < 1:
+        problems.add(f"{at('caption_tag_dropout_rate')} must be at least 0 and below 1, got {p.caption_tag_dropout_rate}")
     if p.caption_separator == "":
         problems.add(f"{at('caption_separator')} must not be empty")
     if p.face_crop_aug_range is not None:
@@ -400,19 +402,6 @@ def _check_subset_values(label: str, style: str, p: SubsetParams, sources: dict,
     for key in ("image_dir", "metadata_file", "conditioning_data_dir"):
         if getattr(p, key) == "" and sources.get(key, "default") != "default":
             problems.add(f"{label}: {key} must not be empty")
-
-
-def _check_group(group: DatasetGroupParams, args: argparse.Namespace, problems: _Problems) -> None:
-    if getattr(args, "cache_latents", False) or getattr(args, "cache_latents_to_disk", False):
-        flag = "--cache_latents" if getattr(args, "cache_latents", False) else "--cache_latents_to_disk"
-        for i, dataset in enumerate(group.datasets):
-            for j, subset in enumerate(dataset.subsets):
-                for key in ("color_aug", "random_crop"):
-                    if getattr(subset, key):
-                        problems.add(
-                            f"{key} (datasets[{i}].subsets[{j}]) cannot be combined with {flag}: cached latents "
-                            f"are encoded once, so they cannot change every step; drop one of the two"
-                        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -445,14 +434,18 @@ def dataset_params_from_args(args: argparse.Namespace, *, check_paths: bool = Tr
             subset["image_dir"] = args.train_data_dir
         group = build_dataset_group({"datasets": [{"subsets": [subset]}]}, args)
     elif getattr(args, "train_data_dir", None):
-        subsets = dreambooth_subsets_from_folders(args.train_data_dir, getattr(args, "reg_data_dir", None))
+        from library.dataset.flat_folder import subsets_for_train_data_dir
+
+        subsets = subsets_for_train_data_dir(args)  # N_name subfolders as sd-scripts, or a flat folder of images
         group = build_dataset_group({"datasets": [{"subsets": subsets}]}, args)
+        if getattr(args, "conditioning_data_dir", None) and getattr(args, "masked_loss", False):
+            attach_mask_folders(group, args.conditioning_data_dir)
     elif getattr(args, "reg_data_dir", None):
         raise UserError("--reg_data_dir needs --train_data_dir (the training images) or a --dataset_config")
     else:
         raise UserError(
             "no training images given: pass --dataset_config FILE (see docs/dataset_config.md), or --train_data_dir "
-            "DIR whose subfolders are named N_tokens (e.g. DIR/10_mychar, N = repeats)"
+            "DIR whose subfolders are named N_tokens (e.g. DIR/10_mychar, N = repeats), or that holds the images directly"
         )
     if check_paths:
         check_dataset_paths(group)

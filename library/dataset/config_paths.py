@@ -42,6 +42,20 @@ def dreambooth_subsets_from_folders(
     return subsets
 
 
+def attach_mask_folders(group, conditioning_data_dir: Union[str, Path]) -> None:
+    """--conditioning_data_dir without a dataset config: the mask folder of each N_name training folder.
+
+    A subfolder of the same name (DIR/10_mychar) when it exists, otherwise DIR itself; masks match images by file
+    stem. Regularization subsets get none: their loss is not masked."""
+    base = Path(conditioning_data_dir)
+    for dataset in group.datasets:
+        for subset in dataset.subsets:
+            if subset.is_reg:
+                continue
+            own = base / Path(subset.image_dir).name
+            subset.conditioning_data_dir = str(own if own.is_dir() else base)
+
+
 def _scan_repeat_folders(flag: str, base: Path, is_reg: bool) -> list[dict]:
     if not base.exists():
         raise UserError(f"{flag} {base} does not exist{_path_hint(str(base), None)}")

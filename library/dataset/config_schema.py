@@ -62,6 +62,7 @@ SUBSET_INHERITED_KEYS = _table(
     KeySpec("caption_suffix", STR, "caption_suffix"),
     KeySpec("token_warmup_min", INT, "token_warmup_min"),
     KeySpec("token_warmup_step", NUMBER, "token_warmup_step"),
+    KeySpec("caption_tag_dropout_rate", NUMBER, "caption_tag_dropout_rate"),
     KeySpec("color_aug", BOOL, "color_aug"),
     KeySpec("flip_aug", BOOL, "flip_aug"),
     KeySpec("face_crop_aug_range", FLOAT_PAIR, "face_crop_aug_range"),
@@ -117,7 +118,7 @@ _DROPOUT_REASON = (
 REJECTED_KEYS = {
     "caption_dropout_rate": _DROPOUT_REASON,
     "caption_dropout_every_n_epochs": _DROPOUT_REASON,
-    "caption_tag_dropout_rate": _DROPOUT_REASON,
+    # caption_tag_dropout_rate is accepted: it never drops the trained token or the keep_tokens prefix
 }
 
 CONDITIONING_REASON = (

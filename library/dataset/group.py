@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import random
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -25,7 +26,7 @@ from library.dataset.captions import CaptionOptions, process_caption
 from library.dataset.images import ImageTransform, load_image, load_mask, prepare_image, to_tensor
 from library.dataset.params import DatasetGroupParams, DatasetParams
 from library.dataset.scan import ImageRecord, scan_subset
-from library.dataset.templates import apply_templates
+from library.dataset.templates import apply_templates, filewords_from_file_name
 from library.dataset.validation import Report, check_dataset_params, check_image_sizes
 
 # token warmup is over at any real step below this; used to show full captions outside training
@@ -145,6 +146,9 @@ class DatasetGroup(Dataset):
         self.caption_rewrite = caption_rewrite
         self.templates = list(templates) if templates else None
         self.token_string = token_string
+        if token_string:  # tag dropout never drops the trained token
+            for part in parts:
+                part.caption_opts = [replace(o, protected_token=token_string) for o in part.caption_opts]
         self.prior_loss_weight = prior_loss_weight
         # shared with DataLoader workers (also persistent ones) so set_epoch/set_step reach them
         self._epoch = multiprocessing.RawValue("q", 0)
@@ -229,12 +233,15 @@ class DatasetGroup(Dataset):
         self, part: DatasetPart, record: ImageRecord, rng: random.Random, step: int, epoch: int, dropout: bool = True
     ) -> str:
         opts = part.caption_opts[record.subset_index]
+        raw = record.caption
+        if self.templates and not record.has_caption and raw == Path(record.path).stem:
+            raw = filewords_from_file_name(record.path)  # A1111's [filewords] without a caption file
         if not dropout:
             opts = replace(
                 opts, caption_dropout_rate=0.0, caption_dropout_every_n_epochs=0, caption_tag_dropout_rate=0.0
             )
         caption = process_caption(
-            record.caption,
+            raw,
             opts,
             rng,
             step=step,

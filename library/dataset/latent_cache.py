@@ -206,10 +206,12 @@ def cache_latents(
     dtype: torch.dtype = torch.float32,
     sampling: str = "once",
     file_format: str = "npz",
+    skip_check: bool = False,
 ) -> None:
     """Encode every image of `group` once; afterwards batches carry `latents` and `images` is None.
 
     In memory, or with `to_disk` one file per image (reused when still valid). Holds no reference to `vae`.
+    `skip_check` (--skip_cache_check) reuses any existing file without comparing what it was written with.
     """
     blockers = group.latent_cache_blockers()
     if blockers:
@@ -233,7 +235,7 @@ def cache_latents(
             transform = part.transforms[record.subset_index]
             meta = expected_meta(record, transform, vae_id, sampling, dtype)
             path = cache_path(record.path, record.bucket, cache_dir, file_format) if to_disk else None
-            if path is not None and _matches(read_cache_meta(path), meta):
+            if path is not None and (path.is_file() if skip_check else _matches(read_cache_meta(path), meta)):
                 record.latents, record.latent_file = None, str(path)
                 reused += 1
                 continue

@@ -32,6 +32,7 @@ class SubsetParams:
     caption_suffix: Optional[str] = None
     token_warmup_min: int = 1
     token_warmup_step: float = 0
+    caption_tag_dropout_rate: float = 0.0  # never drops the trained token or the keep_tokens prefix
     # image augmentation
     color_aug: bool = False
     flip_aug: bool = False

@@ -10,6 +10,7 @@ Two kinds:
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from library.dataset.captions import read_text_file
@@ -68,6 +69,22 @@ STYLE_TEMPLATES = [
     "a weird painting in the style of {}",
     "a large painting in the style of {}",
 ]
+
+
+# AUTOMATIC1111's [filewords] for an image without a caption file: the file name without extension and without
+# its leading numbers, dashes and the spaces after them (modules/textual_inversion/dataset.py, re_numbers_at_start)
+A1111_LEADING_NUMBERS = re.compile(r"^[-\d]+\s*")
+
+
+def filewords_from_file_name(path: str | Path) -> str:
+    """`00012-a red car.png` -> `a red car`: what A1111 puts in [filewords] when there is no caption file."""
+    return A1111_LEADING_NUMBERS.sub("", Path(path).stem)
+
+
+def a1111_filewords_templates() -> list[str]:
+    """The object templates with the caption after the token ("a photo of a [name], [filewords]"), in the manner
+    of AUTOMATIC1111's subject_filewords.txt: for captions written without the token, as A1111 users write them."""
+    return [t.replace("{}", "[name]") + ", [filewords]" for t in OBJECT_TEMPLATES]
 
 
 def builtin_templates(kind: str) -> list[str]:

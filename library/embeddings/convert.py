@@ -11,7 +11,7 @@ from library.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("a1111-pt", "safetensors", "diffusers", "sdxl-pair")
+TARGETS = ("a1111-pt", "safetensors", "diffusers", "sdxl-pair", "a1111-png")
 
 
 def default_output(source: Path, to: str) -> Path:

@@ -115,3 +115,48 @@ def _crop_black(pixels: np.ndarray) -> np.ndarray:
     c0, c1 = columns.argmax(), len(columns) - columns[::-1].argmax()
     r0, r1 = rows.argmax(), len(rows) - rows[::-1].argmax()
     return pixels[r0:r1, c0:c1]
+
+
+# --- writing -------------------------------------------------------------------------------------------------
+
+
+def _tensor_default(obj: object) -> object:
+    if isinstance(obj, torch.Tensor):
+        # float32 -> Python float is exact, and JSON writes the shortest repr that reads back to the same double
+        return {"TORCHTENSOR": obj.detach().cpu().float().numpy().tolist()}
+    raise TypeError(f"cannot store {type(obj).__name__} in an embedding image")
+
+
+def encode_text_chunk(data: dict) -> str:
+    """The `sd-ti-embedding` chunk text for an embedding dict: base64 of its JSON, tensors as TORCHTENSOR lists."""
+    return base64.b64encode(json.dumps(data, default=_tensor_default).encode()).decode("ascii")
+
+
+def vectors_picture(vectors: torch.Tensor, size: int = 256):
+    """A stand-in picture when no sample image is at hand: the vectors' magnitudes as grey rows."""
+    from PIL import Image
+
+    values = vectors.detach().float().abs().cpu().numpy()
+    scaled = (values / (values.max() or 1.0) * 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L").resize((size, size), Image.NEAREST).convert("RGB")
+
+
+def write_embedding_image(path: Path, data: dict, picture=None) -> Path:
+    """Write `picture` (PIL image; a vectors picture when None) as a PNG carrying `data` in A1111's text chunk.
+
+    AUTOMATIC1111 also hides the data in extra pixel blocks; the text chunk alone is what its loader reads first,
+    and it keeps the picture itself unchanged."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from library.atomic import atomic_path
+
+    if picture is None:
+        vectors = next(iter(data["string_to_param"].values())) if "string_to_param" in data else next(
+            v for v in data.values() if isinstance(v, torch.Tensor))
+        picture = vectors_picture(vectors)
+    info = PngInfo()
+    info.add_text(TEXT_CHUNK, encode_text_chunk(data))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        picture.convert("RGB").save(tmp, format="PNG", pnginfo=info)
+    return path

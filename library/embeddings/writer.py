@@ -6,6 +6,7 @@
 | a1111-pt    | A1111's dict (string_to_param, name, step...) | {'clip_l', 'clip_g'} (A1111 needs tensors only) |
 | diffusers   | {token: N x dim}                              | the pair X.safetensors + X_2.safetensors       |
 | sdxl-pair   | (refused)                                     | the same pair                                 |
+| a1111-png   | a PNG with a1111-pt's dict in A1111's `sd-ti-embedding` text chunk | the same, with {'clip_l', 'clip_g'} |
 
 `pt` and `ckpt` (sd-scripts' --save_model_as values) are a1111-pt. A torch pickle holds only dicts, tensors,
 strings, ints and None, so `torch.load(weights_only=True)` reads it.
@@ -22,9 +23,9 @@ from library.embeddings.formats import SD_SLOTS, SDXL_SLOTS, SINGLE
 from library.embeddings.reader import STEP_KEY, TOKEN_KEYS, pair_partner
 from library.errors import UserError
 
-FORMATS = ("safetensors", "a1111-pt", "diffusers", "sdxl-pair")
+FORMATS = ("safetensors", "a1111-pt", "diffusers", "sdxl-pair", "a1111-png")
 _ALIASES = {"pt": "a1111-pt", "ckpt": "a1111-pt"}
-_SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "a1111-pt", ".ckpt": "a1111-pt", ".bin": "diffusers"}
+_SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "a1111-pt", ".ckpt": "a1111-pt", ".bin": "diffusers", ".png": "a1111-png"}
 DTYPES = {
     "float": torch.float32,
     "fp32": torch.float32,
@@ -46,11 +47,13 @@ def save_embedding(
     metadata: dict[str, str] | None = None,
     format: str | None = None,
     dtype: str | torch.dtype | None = None,
+    picture=None,
 ) -> list[Path]:
     """Write an embedding (format from FORMATS, or from the suffix when None); returns the file(s) written.
 
     `token` is stored as the file's own name (A1111 `name`, diffusers key, safetensors `ti_token_string`);
-    `dtype` ("fp16", "bf16", "float", ...) casts the vectors, None keeps theirs.
+    `dtype` ("fp16", "bf16", "float", ...) casts the vectors, None keeps theirs. `picture` (a PIL image) is the
+    image of an a1111-png file (default: a picture of the vectors).
     """
     path = Path(path)
     fmt = _resolve_format(format, path)
@@ -60,6 +63,11 @@ def save_embedding(
     if fmt == "safetensors":
         _write_safetensors(path, vectors, _with_token_and_step(metadata, token, step))
         return [path]
+    if fmt == "a1111-png":
+        from library.embeddings.images import write_embedding_image
+
+        data = dict(vectors) if sdxl else _a1111_dict(vectors[SINGLE], token or path.stem, step, metadata)
+        return [write_embedding_image(path, data, picture)]
     if fmt == "a1111-pt":
         _write_torch(path, dict(vectors) if sdxl else _a1111_dict(vectors[SINGLE], token or path.stem, step, metadata))
         return [path]
@@ -77,7 +85,8 @@ def save_embedding(
 
 def default_suffix(format: str) -> str:
     """The file extension a format is written with by default."""
-    return ".pt" if _ALIASES.get(format, format) == "a1111-pt" else ".safetensors"
+    fmt = _ALIASES.get(format, format)
+    return {"a1111-pt": ".pt", "a1111-png": ".png"}.get(fmt, ".safetensors")
 
 
 def _resolve_format(format: str | None, path: Path) -> str:

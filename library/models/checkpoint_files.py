@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,15 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def read_checkpoint(path: str | Path, flag: str = "--pretrained_model_name_or_path") -> Checkpoint:
-    """Load all tensors of a single-file checkpoint on the CPU. Pickles are read with weights_only=True."""
+def read_checkpoint(path: str | Path, flag: str = "--pretrained_model_name_or_path", *, mmap: bool = True) -> Checkpoint:
+    """Load all tensors of a single-file checkpoint on the CPU. Pickles are read with weights_only=True.
+
+    `mmap=False` (--disable_mmap_load_safetensors) reads a .safetensors file with plain reads instead of mapping it,
+    which is faster on file systems where page faults are slow (network drives, WSL's Windows drives)."""
     path = Path(path)
     where = f"{flag} {path}"
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        return _read_safetensors(path, where)
+        return _read_safetensors(path, where) if mmap else _read_safetensors_unmapped(path, where)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return _read_pickle(path, where)
     raise UserError(f"{where}: unsupported file type {path.suffix!r}; expected a .safetensors or .ckpt checkpoint "
@@ -69,6 +73,20 @@ def _read_safetensors(path: Path, where: str) -> Checkpoint:
             metadata = dict(f.metadata() or {})
             state_dict = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as err:  # SafetensorError has no stable import path across versions
+        raise UserError(f"{where}: not a readable .safetensors file ({_short(err)}); it is damaged or incomplete "
+                        "(download it again) or not a safetensors checkpoint") from err
+    return Checkpoint(path, state_dict, metadata)
+
+
+def _read_safetensors_unmapped(path: Path, where: str) -> Checkpoint:
+    from library.models.low_memory import read_safetensors
+
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            metadata = dict(json.loads(f.read(header_len)).get("__metadata__") or {})
+        state_dict = read_safetensors(path)
+    except Exception as err:
         raise UserError(f"{where}: not a readable .safetensors file ({_short(err)}); it is damaged or incomplete "
                         "(download it again) or not a safetensors checkpoint") from err
     return Checkpoint(path, state_dict, metadata)

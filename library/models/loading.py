@@ -65,16 +65,17 @@ def bundled_config_dir(family: str, v_parameterization: bool) -> Path:
 
 def load_models(pretrained_model_name_or_path: str, *, v2: bool | None = None, v_parameterization: bool | None = None,
                 sdxl: bool | None = None, vae: str | None = None, tokenizer_cache_dir: str | None = None,
-                dtype: torch.dtype = torch.float32, config_dir: str | None = None) -> LoadedModels:
+                dtype: torch.dtype = torch.float32, config_dir: str | None = None, disable_mmap: bool = False) -> LoadedModels:
     """Load tokenizers, text encoders, VAE, UNet and the training noise scheduler; on CPU, eval, frozen.
 
     v2 / sdxl / v_parameterization: None detects; see detection.resolve for how given values override.
     vae: a separate VAE (.safetensors/.ckpt file, diffusers directory or hub id) replacing the model's.
     config_dir: diffusers config directory for a single-file checkpoint of a non-standard architecture.
+    disable_mmap: read .safetensors files with plain reads instead of memory-mapping them.
     """
     source = str(pretrained_model_name_or_path)
     path = Path(source).expanduser()
-    flags = dict(v2=v2, sdxl=sdxl, v_parameterization=v_parameterization)
+    flags = dict(v2=v2, sdxl=sdxl, v_parameterization=v_parameterization, disable_mmap=disable_mmap)
     with _quiet_progress_bars():
         if path.is_dir():
             parts = _load_diffusers(str(path.resolve()), path, local_only=True, dtype=dtype, **flags)
@@ -86,7 +87,7 @@ def load_models(pretrained_model_name_or_path: str, *, v2: bool | None = None, v
             parts = _load_diffusers(source, _download_configs(source, MODEL_FLAG), local_only=False, dtype=dtype, **flags)
         family, v = parts["family"], parts["v"]
         if vae is not None:
-            parts["vae"] = load_vae(vae, like=parts["vae"], dtype=dtype)
+            parts["vae"] = load_vae(vae, like=parts["vae"], dtype=dtype, disable_mmap=disable_mmap)
     for model in [parts["unet"], parts["vae"], *parts["text_encoders"]]:
         model.eval().requires_grad_(False)
     for text_encoder in parts["text_encoders"]:
@@ -107,7 +108,8 @@ def load_models(pretrained_model_name_or_path: str, *, v2: bool | None = None, v
 # --- diffusers directories and hub ids ---------------------------------------------------------------------
 
 
-def _load_diffusers(source: str, config_dir: Path, *, local_only: bool, dtype, v2, sdxl, v_parameterization) -> dict:
+def _load_diffusers(source: str, config_dir: Path, *, local_only: bool, dtype, v2, sdxl, v_parameterization,
+                    disable_mmap: bool = False) -> dict:
     """Components with from_pretrained from a local directory or (online) a hub repo whose configs are in config_dir."""
     where = f"{MODEL_FLAG} {source}"
     if local_only and not ((config_dir / "model_index.json").is_file() or (config_dir / "unet" / "config.json").is_file()):
@@ -115,7 +117,7 @@ def _load_diffusers(source: str, config_dir: Path, *, local_only: bool, dtype, v
                         "pass the model's directory itself or a .safetensors/.ckpt file")
     detection = detect_diffusers_dir(config_dir)
     family, v = resolve(detection, where, v2=v2, sdxl=sdxl, v_parameterization=v_parameterization, single_file=False)
-    load = dict(source=source, local_only=local_only, dtype=dtype, where=where)
+    load = dict(source=source, local_only=local_only, dtype=dtype, where=where, disable_mmap=disable_mmap)
     text_encoders = [_from_pretrained(CLIPTextModel, "text_encoder", **load)]
     if family == "sdxl":
         text_encoders.append(_from_pretrained(CLIPTextModelWithProjection, "text_encoder_2", **load))
@@ -130,8 +132,11 @@ def _load_diffusers(source: str, config_dir: Path, *, local_only: bool, dtype, v
     )
 
 
-def _from_pretrained(cls, subfolder: str | None, *, source: str, local_only: bool, dtype, where: str):
+def _from_pretrained(cls, subfolder: str | None, *, source: str, local_only: bool, dtype, where: str,
+                     disable_mmap: bool = False):
     kwargs = dict(local_files_only=local_only)
+    if disable_mmap:  # diffusers and transformers both read whole .safetensors files instead of mapping them
+        kwargs["disable_mmap"] = True
     if subfolder:
         kwargs["subfolder"] = subfolder
     # transformers 5 names the argument dtype, diffusers torch_dtype
@@ -237,9 +242,9 @@ def _download_configs(repo_id: str, flag: str) -> Path:
 # --- single-file checkpoints -------------------------------------------------------------------------------
 
 
-def _load_single_file(path: Path, *, dtype, config_dir, v2, sdxl, v_parameterization) -> dict:
+def _load_single_file(path: Path, *, dtype, config_dir, v2, sdxl, v_parameterization, disable_mmap: bool = False) -> dict:
     where = f"{MODEL_FLAG} {path}"
-    checkpoint = read_checkpoint(path, MODEL_FLAG)
+    checkpoint = read_checkpoint(path, MODEL_FLAG, mmap=not disable_mmap)
     _normalize_text_encoder_keys(checkpoint.state_dict)
     shapes = {k: tuple(t.shape) for k, t in checkpoint.state_dict.items()}
     try:
@@ -352,13 +357,14 @@ def _check_complete(model: torch.nn.Module, component: str, where: str) -> None:
 # --- VAE, tokenizers, text-encoder fix-up -------------------------------------------------------------------
 
 
-def load_vae(value: str, *, like: AutoencoderKL, dtype: torch.dtype = torch.float32) -> AutoencoderKL:
+def load_vae(value: str, *, like: AutoencoderKL, dtype: torch.dtype = torch.float32,
+             disable_mmap: bool = False) -> AutoencoderKL:
     """A separate VAE (--vae): a single file read with `like`'s config, a diffusers directory or a hub id."""
     where = f"--vae {value}"
     path = Path(value).expanduser()
-    load = dict(local_only=True, dtype=dtype, where=where)
+    load = dict(local_only=True, dtype=dtype, where=where, disable_mmap=disable_mmap)
     if path.is_file():
-        checkpoint = read_checkpoint(path, "--vae")
+        checkpoint = read_checkpoint(path, "--vae", mmap=not disable_mmap)
         with tempfile.TemporaryDirectory(prefix="ti_vae_config_") as tmp:
             configs = write_embedded_config(checkpoint.metadata, Path(tmp))
             if configs is None:
@@ -378,7 +384,8 @@ def load_vae(value: str, *, like: AutoencoderKL, dtype: torch.dtype = torch.floa
     if _looks_like_path(value):
         raise UserError(f"{where}: no such file or directory")
     _download_configs(value, "--vae")
-    return _from_pretrained(AutoencoderKL, None, source=value, local_only=False, dtype=dtype, where=where)
+    return _from_pretrained(AutoencoderKL, None, source=value, local_only=False, dtype=dtype, where=where,
+                            disable_mmap=disable_mmap)
 
 
 def load_tokenizers(family: str, cache_dir: str | None = None) -> list[CLIPTokenizer]:

@@ -4,6 +4,7 @@ prompt_options: prompt lines/files with sd-scripts' `--n --w --h --s --d --l` op
 samplers: sampler names -> diffusers schedulers; prompt_weighting: long prompts, (word:1.2) weights -> embeddings
 generate: plan images and render them with diffusers pipelines; saving: file names, PNG metadata, sample_images
 png_info: AUTOMATIC1111's `parameters` text, written and read back
+gen_img.py's run: inputs (prompts, img2img images, stdin) -> gen_img_run (flags, model, generate) -> writer
 """
 
 from library.sampling.generate import (

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from library.errors import UserError
+from library.models.fp8_storage import compute_dtype_of
 from library.sampling.prompt_options import PromptSpec
 from library.sampling.prompt_weighting import PromptEmbeds, PromptEncoder
 from library.sampling.samplers import canonical_sampler, make_sample_scheduler
@@ -361,7 +362,7 @@ class ImageRenderer:
     def render_batch(self, batch: list[ImageJob]) -> list[Image.Image]:
         first = batch[0]
         model = self.model
-        unet_dtype = next(model.unet.parameters()).dtype
+        unet_dtype = compute_dtype_of(model.unet)  # not the float8 storage dtype of a --fp8_base U-Net
         prediction = "v_prediction" if model.v_parameterization else None
         scheduler = make_sample_scheduler(first.sampler, model.noise_scheduler, prediction_type=prediction)
         pipe = build_pipeline(model, scheduler, self.kind)

@@ -124,8 +124,9 @@ def _problem(message: str, strict: bool) -> None:
 def parse_prompt_line(line: str, line_no: int | None = None, *, source: str | None = None, strict: bool = False) -> PromptSpec:
     """Parse `prompt --n neg --w 512 ...` into a PromptSpec.
 
-    An unknown option or a bad value raises UserError naming the line and option when `strict` (gen_img),
-    and is logged and skipped otherwise (the trainer's sample prompts, as sd-scripts does).
+    An unknown or unsupported option, a bad value or an option without a value raises UserError naming the line
+    and option when `strict` (gen_img's --prompt), and is logged as a warning naming the file and line and skipped
+    otherwise (prompt files of gen_img and the trainer, as sd-scripts does).
     """
     where = _where(line_no, source)
     line = line.strip()
@@ -145,6 +146,10 @@ def parse_prompt_line(line: str, line_no: int | None = None, *, source: str | No
             _problem(f"{where}: unknown option --{name}; prompt options are {known}", strict)
             continue
         field_name, parse, what = OPTIONS[key]
+        if not raw:
+            # `a cat --n` is a typo or a cut line, never an intended empty value: report it like a bad value
+            _problem(f"{where}: option --{name} ({what}) has no value", strict)
+            continue
         try:
             value = parse(raw)
             if field_name == "seeds" and not value:

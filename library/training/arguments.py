@@ -2,8 +2,8 @@
 
 `add_model_arguments`, `add_training_arguments` and `add_textual_inversion_arguments` each add one group;
 dataset flags come from `library.dataset.arguments`. A flag that the parser already has is skipped rather than
-redefined, so groups compose in any order without argparse conflicts. `validate_training_args` checks the
-combinations sd-scripts rejects, naming the flags.
+redefined, so groups compose in any order without argparse conflicts. Which flags need or exclude each other is
+checked in one place, `library.training.flag_rules`; `library.training.parser.build_parser` assembles the groups.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from library.errors import UserError
 from library.training.loss import HUBER_SCHEDULES, LOSS_TYPES
 from library.training.lr_schedulers import int_or_ratio, parse_learning_rate
 
@@ -21,7 +20,11 @@ SAMPLE_SAMPLERS = (
     "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle",
     "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a",
 )  # fmt: skip
-DYNAMO_BACKENDS = ("eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt")
+# sd-scripts' choices; which of them this PyTorch really has is checked when --torch_compile uses one (flag_rules)
+DYNAMO_BACKENDS = (
+    "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt",
+    "tensort", "ipex", "tvm",
+)  # fmt: skip
 
 
 def _adder(parser: argparse.ArgumentParser, title: str):
@@ -44,7 +47,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add("--v_parameterization", action="store_true", help="train with v-prediction (SD 2.x 768-v models)")
     add("--vae", type=str, default=None, help="replace the model's VAE with this checkpoint file or directory")
     add("--tokenizer_cache_dir", type=str, default=None,
-        help="accepted for sd-scripts compatibility; tokenizers are bundled, so nothing is downloaded or cached")
+        help="keep a copy of the bundled tokenizers in this folder and read them from there (nothing is downloaded)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +66,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--save_state", action="store_true", help="save the training state (optimizer, RNG, step) with every save, for --resume")
     add("--save_state_on_train_end", action="store_true", help="save the training state when training ends")
     add("--resume", type=str, default=None, help="resume from this saved state directory")
+    add("--save_embedding_png", action="store_true",
+        help="with every saved embedding also write NAME.png, a sample image carrying the embedding in AUTOMATIC1111's "
+        "PNG chunk ('Save images with embedding in PNG chunks'); A1111 loads it from its embeddings folder")
     add("--training_comment", type=str, default=None, help="free text stored in the embedding's metadata")
     add("--metadata_title", type=str, default=None, help="model title in the metadata (default: output_name)")
     add("--metadata_author", type=str, default=None, help="author in the metadata")
@@ -116,8 +122,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--mem_eff_attn", action="store_true", help="use memory-efficient attention")
     add("--torch_compile", action="store_true", help="compile the U-Net with torch.compile (each bucket shape compiles once)")
     add("--dynamo_backend", type=str, default="inductor", choices=DYNAMO_BACKENDS, help="torch.compile backend (default inductor)")
-    add("--lowram", action="store_true", help="accepted for sd-scripts compatibility; no effect (models load straight to the device)")
-    add("--highvram", action="store_true", help="accepted for sd-scripts compatibility; no effect")
 
     add = _adder(parser, "text encoder")
     add("--clip_skip", type=int, default=None,
@@ -175,6 +179,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--output_config", action="store_true",
         help="write the command line's flags to the --config_file path as TOML, then exit")
 
+    from library.training.sd_scripts_flags import add_sd_scripts_arguments
+
+    add_sd_scripts_arguments(parser)  # the rest of sd-scripts' TI flags: logging, ModelSpec, DDP, refused ones
+
 
 def add_textual_inversion_arguments(parser: argparse.ArgumentParser) -> None:
     """What is trained: the token, its vectors and their initialization, and the caption templates."""
@@ -189,44 +197,6 @@ def add_textual_inversion_arguments(parser: argparse.ArgumentParser) -> None:
     add("--template_file", type=str, default=None,
         help="ignore captions; use this A1111-style template file ([name] and [filewords] placeholders, one per line)")
     add("--skip_nan", action="store_true", help="skip optimizer steps whose loss is NaN/inf instead of letting them corrupt the vectors")
-
-
-def validate_training_args(args: argparse.Namespace) -> None:
-    """Reject flag combinations sd-scripts rejects (and a few of ours); normalize disabled sampling intervals."""
-    if args.adaptive_noise_scale is not None and args.noise_offset is None:
-        raise UserError("--adaptive_noise_scale needs --noise_offset")
-    if args.scale_v_pred_loss_like_noise_pred and not args.v_parameterization:
-        raise UserError("--scale_v_pred_loss_like_noise_pred works only with --v_parameterization")
-    if args.v_pred_like_loss and args.v_parameterization:
-        raise UserError("--v_pred_like_loss cannot be used with --v_parameterization")
-    if args.zero_terminal_snr and not args.v_parameterization:
-        logger.warning("--zero_terminal_snr without --v_parameterization: the last timestep carries no signal to predict noise from")
-    if args.debiased_estimation_loss and args.zero_terminal_snr and not args.v_parameterization:
-        raise UserError(
-            "--debiased_estimation_loss with --zero_terminal_snr needs --v_parameterization (1/sqrt(SNR) is infinite at the last step)"
-        )
-    if args.v_pred_like_loss and args.zero_terminal_snr:
-        raise UserError("--v_pred_like_loss cannot be used with --zero_terminal_snr (its weight is infinite at the last step)")
-    if args.loss_type in ("huber", "smooth_l1") and not args.huber_c > 0:
-        raise UserError(f"--huber_c must be positive for --loss_type {args.loss_type}, got {args.huber_c}")
-    templates = [f for f in ("use_object_template", "use_style_template", "template_file") if getattr(args, f, None)]
-    if len(templates) > 1:
-        raise UserError(f"{' and '.join('--' + t for t in templates)} cannot be used together; choose one template source")
-    if args.full_fp16 and args.full_bf16:
-        raise UserError("--full_fp16 and --full_bf16 cannot be used together")
-    for flag in ("full_fp16", "full_bf16"):
-        wanted = "fp16" if flag == "full_fp16" else "bf16"
-        if getattr(args, flag) and args.mixed_precision != wanted:
-            raise UserError(f"--{flag} needs --mixed_precision {wanted}")
-    for flag in ("sample_every_n_steps", "sample_every_n_epochs"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            logger.warning(f"--{flag} {value} is not positive, so it is disabled")
-            setattr(args, flag, None)
-    for flag in ("max_train_steps", "gradient_accumulation_steps", "num_vectors_per_token"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag} must be at least 1, got {value}")
 
 
 def add_sdxl_arguments(parser: argparse.ArgumentParser) -> None:

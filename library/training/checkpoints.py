@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 EXTENSIONS = {"safetensors": ".safetensors", "pt": ".pt", "ckpt": ".ckpt"}
+STATE_SUFFIX = "-state"  # state folders: NAME-000005-state, NAME-step00000500-state
 
 
 def epoch_stem(name: str, epoch: int) -> str:
@@ -25,7 +26,7 @@ def step_stem(name: str, step: int) -> str:
 
 
 def state_dir_name(stem: str) -> str:
-    return f"{stem}-state"
+    return f"{stem}{STATE_SUFFIX}"
 
 
 def _numbered(output_dir: Path, name: str, kind: str, suffix: str) -> dict[int, Path]:
@@ -39,29 +40,21 @@ def _numbered(output_dir: Path, name: str, kind: str, suffix: str) -> dict[int, 
 
 
 def outdated_epoch_saves(output_dir: Path, name: str, suffix: str, current_epoch: int, every_n_epochs: int, keep_last_n: int) -> list[Path]:
-    """Epoch saves older than the last `keep_last_n` saves (sd-scripts' --save_last_n_epochs)."""
+    """Epoch saves older than the last `keep_last_n` saves (sd-scripts' --save_last_n_epochs); with
+    `suffix=STATE_SUFFIX`, the state folders (--save_last_n_epochs_state)."""
     oldest_kept = current_epoch - every_n_epochs * (keep_last_n - 1)
     return [p for e, p in _numbered(output_dir, name, "epoch", suffix).items() if e < oldest_kept]
 
 
 def outdated_step_saves(output_dir: Path, name: str, suffix: str, current_step: int, keep_last_n_steps: int) -> list[Path]:
-    """Step saves made more than `keep_last_n_steps` steps ago (sd-scripts' --save_last_n_steps)."""
+    """Step saves made more than `keep_last_n_steps` steps ago (sd-scripts' --save_last_n_steps); with
+    `suffix=STATE_SUFFIX`, the state folders (--save_last_n_steps_state)."""
     return [p for s, p in _numbered(output_dir, name, "step", suffix).items() if s < current_step - keep_last_n_steps]
-
-
-ARCHITECTURES = {
-    ("sd1", False): "stable-diffusion-v1",
-    ("sd1", True): "stable-diffusion-v1",
-    ("sd2", False): "stable-diffusion-v2-512",
-    ("sd2", True): "stable-diffusion-v2-768-v",
-    ("sdxl", False): "stable-diffusion-xl-v1-base",
-    ("sdxl", True): "stable-diffusion-xl-v1-base",
-}
 
 
 def build_metadata(
     *,
-    family: str,
+    architecture: str,
     v_parameterization: bool,
     resolution: tuple[int, int],
     title: str | None,
@@ -77,12 +70,18 @@ def build_metadata(
     description: str | None = None,
     license: str | None = None,
     tags: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """String metadata for safetensors: sd-scripts' `modelspec.*` keys plus our `ti_*` training record."""
+    """String metadata for safetensors: sd-scripts' `modelspec.*` keys plus our `ti_*` training record.
+
+    `architecture` is the family adapter's `modelspec_architecture(v_parameterization)`. `extra` holds further
+    `modelspec.*` keys from the --metadata_* flags; they win over the defaults above (e.g. --metadata_trigger_phrase
+    over the token string).
+    """
     now = datetime.datetime.now().replace(microsecond=0)
     meta = {
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": f"{ARCHITECTURES[(family, v_parameterization)]}/textual-inversion",
+        "modelspec.architecture": f"{architecture}/textual-inversion",
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.title": title or f"TextualInversion@{int(now.timestamp())}",
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
@@ -105,6 +104,7 @@ def build_metadata(
         "ti_base_model_hash": base_model_hash,
     }
     meta.update({k: v for k, v in optional.items() if v})
+    meta.update({k: v for k, v in (extra or {}).items() if v is not None})
     return meta
 
 

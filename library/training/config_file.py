@@ -24,7 +24,7 @@ from library.errors import UserError
 logger = logging.getLogger(__name__)
 
 _NOT_FROM_FILE = {"config_file", "output_config", "help"}
-_NOT_WRITTEN = {"config_file", "output_config", "wandb_api_key"}
+_NOT_WRITTEN = {"config_file", "output_config", "wandb_api_key", "huggingface_token", "hub_token"}  # secrets stay out of files
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,12 +29,12 @@ def resolve_templates(args: argparse.Namespace) -> list[str] | None:
         return templates.builtin_templates("style")
     if args.template_file:
         return templates.read_template_file(args.template_file)
-    return None  # validate_training_args already refused more than one source
+    return None  # flag_rules already refused more than one source
 
 
 def build_datasets(args: argparse.Namespace, tokens):
     """(train group, validation group or None, templates) with captions rewritten to the N new tokens."""
-    from library.dataset.arguments import dataset_params_from_args
+    from library.dataset.config import dataset_params_from_args
     from library.dataset.group import build_dataset_group
 
     templates = resolve_templates(args)
@@ -48,6 +48,15 @@ def build_datasets(args: argparse.Namespace, tokens):
         skip_bad_images=args.skip_bad_images,
         prior_loss_weight=args.prior_loss_weight,
     )
+    if templates is None and _captions_written_without_token(args, group):
+        from library.dataset.templates import a1111_filewords_templates
+
+        templates = group.templates = a1111_filewords_templates()
+        logger.warning(
+            "--train_data_dir %s is a flat folder whose captions do not hold the token %r (AUTOMATIC1111's habit): "
+            "training with the templates 'a photo of a [name], [filewords]' and the like. Give --template_file, "
+            "--use_object_template or --use_style_template to choose others", args.train_data_dir, args.token_string,
+        )
     val_group = None
     split = args.validation_split or max((d.validation_split for d in params.datasets), default=0.0)
     if split:
@@ -56,6 +65,17 @@ def build_datasets(args: argparse.Namespace, tokens):
             logger.warning("validation split %s leaves no validation batch; validation is off", split)
             val_group = None
     return group, val_group, templates
+
+
+def _captions_written_without_token(args: argparse.Namespace, group) -> bool:
+    """A flat --train_data_dir (AUTOMATIC1111's layout) where no caption holds the token: A1111 adds it by template."""
+    from library.dataset.flat_folder import is_flat_folder
+
+    if getattr(args, "dataset_config", None) or getattr(args, "in_json", None) or not getattr(args, "train_data_dir", None):
+        return False
+    if not is_flat_folder(args.train_data_dir):
+        return False
+    return not any(contains_token(c, args.token_string) for c in group.iter_captions())
 
 
 def check_token_in_captions(group, token_string: str, *, templates_used: bool) -> None:
@@ -87,6 +107,7 @@ def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) ->
         device=device,
         dtype=vae.dtype,
         sampling=args.latent_sampling,
+        skip_check=getattr(args, "skip_cache_check", False),
     )
 
 
@@ -97,9 +118,9 @@ def debug_dataset(args: argparse.Namespace, group, tokenizers) -> None:
     run_debug_dataset(group, tokenizers, out_dir, args.debug_dataset_count, print)
 
 
-def training_resolution(group, family: str) -> tuple[int, int]:
+def training_resolution(group, family) -> tuple[int, int]:
     """(width, height) of the first dataset, for the file's `modelspec.resolution`; the family's default otherwise."""
     for part in group.parts:
         if part.params.resolution:
             return tuple(part.params.resolution)
-    return (1024, 1024) if family == "sdxl" else (512, 512)
+    return family.default_resolution

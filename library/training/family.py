@@ -1,36 +1,100 @@
 """Model-family adapters: the only place where SD 1.x/2.x and SDXL training differ.
 
-An adapter says which embedding-file slots the text encoders fill, and turns a batch's captions (and, for SDXL,
-its size/crop conditioning) into the UNet's keyword arguments. The training loop is the same for both.
+An adapter says which embedding-file slots the text encoders fill, turns a batch's captions (and, for SDXL, its
+size/crop conditioning) into the UNet's keyword arguments, and answers every other SD-vs-SDXL question of a run:
+which script trains it, the default resolution, the modelspec architecture, which encoders train, its name in
+the summary. Setup, loop and saving ask the adapter; none of them compares family names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import asdict, dataclass
 
 import torch
 
+from library.errors import UserError
 from library.text_conditioning import encode_sd, encode_sdxl, sdxl_time_ids, tokenize_chunks
 
+SD_SCRIPT = "train_textual_inversion.py"
+SDXL_SCRIPT = "sdxl_train_textual_inversion.py"
 
-@dataclass
+
+@dataclass(frozen=True)
+class ConditioningSettings:
+    """How captions become text conditioning: the flags `unet_conditioning` reads, read once."""
+
+    max_token_length: int | None = None  # 75, 150 or 225 tokens; None is 75
+    clip_skip: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ConditioningSettings":
+        return cls(max_token_length=args.max_token_length, clip_skip=args.clip_skip)
+
+    def as_kwargs(self) -> dict:
+        """The keyword arguments of an adapter's `unet_conditioning`."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class SDFamily:
     """SD 1.x and 2.x: one CLIP text encoder; files hold `emb_params`."""
 
+    model_family: str = "sd1"  # "sd1" or "sd2", as model detection names it
     name: str = "sd"
     slots: tuple[str, ...] = ("emb_params",)
+    script: str = SD_SCRIPT
+    kind: str = "SD 1.x/2.x"
+    load_as_sdxl: bool | None = False  # load_models' `sdxl`: False refuses an SDXL file from its keys, before loading weights
+    default_resolution: tuple[int, int] = (512, 512)  # (width, height) when no dataset sets one
+
+    @property
+    def display_name(self) -> str:
+        return f"SD {self.model_family[-1]}.x"
+
+    def modelspec_architecture(self, v_parameterization: bool) -> str:
+        """sd-scripts' `modelspec.architecture` value (before its `/textual-inversion` suffix)."""
+        if self.model_family == "sd2":
+            return "stable-diffusion-v2-768-v" if v_parameterization else "stable-diffusion-v2-512"
+        return "stable-diffusion-v1"
+
+    def trained_encoders(self, ti_text_encoders: str | None) -> list[bool]:
+        """The one text encoder always trains (SD has no --ti_text_encoders choice)."""
+        return [True]
 
     def unet_conditioning(self, tokenizers, text_encoders, captions: list[str], batch: dict, *, max_token_length=None, clip_skip=None) -> dict:
         ids = tokenize_chunks(tokenizers[0], captions, max_token_length)
         return {"encoder_hidden_states": encode_sd(text_encoders[0], ids, clip_skip)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class SDXLFamily:
     """SDXL: CLIP-L and OpenCLIP bigG; files hold `clip_l` and `clip_g`; pooled text and size/crop ids."""
 
+    model_family: str = "sdxl"
     name: str = "sdxl"
     slots: tuple[str, ...] = ("clip_l", "clip_g")
+    script: str = SDXL_SCRIPT
+    kind: str = "SDXL"
+    load_as_sdxl: bool | None = None  # detect from the file; a non-SDXL model is refused after loading
+    default_resolution: tuple[int, int] = (1024, 1024)
+
+    @property
+    def display_name(self) -> str:
+        return "SDXL"
+
+    def modelspec_architecture(self, v_parameterization: bool) -> str:
+        return "stable-diffusion-xl-v1-base"
+
+    def trained_encoders(self, ti_text_encoders: str | None) -> list[bool]:
+        """--ti_text_encoders l, g or l,g (default both): which of CLIP-L and bigG get trained vectors."""
+        if not ti_text_encoders:
+            return [True, True]
+        wanted = {part.strip().lower() for part in ti_text_encoders.split(",") if part.strip()}
+        unknown = wanted - {"l", "g"}
+        if unknown or not wanted:
+            raise UserError(f"--ti_text_encoders takes 'l', 'g' or 'l,g' (got {ti_text_encoders!r})")
+        return ["l" in wanted, "g" in wanted]
 
     def unet_conditioning(self, tokenizers, text_encoders, captions: list[str], batch: dict, *, max_token_length=None, clip_skip=None) -> dict:
         ids = [tokenize_chunks(tok, captions, max_token_length) for tok in tokenizers]
@@ -44,7 +108,12 @@ class SDXLFamily:
 
 def family_for(model_family: str):
     """The adapter for a loaded model's family ("sd1", "sd2" or "sdxl")."""
-    return SDXLFamily() if model_family == "sdxl" else SDFamily()
+    return SDXLFamily() if model_family == "sdxl" else SDFamily(model_family=model_family)
+
+
+def family_for_script(sdxl: bool):
+    """The adapter a training script expects before its model is loaded (its version is known only after loading)."""
+    return SDXLFamily() if sdxl else SDFamily()
 
 
 def to_device(conditioning: dict, device: torch.device) -> dict:

@@ -17,22 +17,24 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from library.cli import configure_console_logging
 from library.errors import UserError
 from library.training import data_setup, model_setup
 from library.training.allocator import keep_freed_memory
 from library.training.checkpoints import ModelHasher
 from library.training.optimization import base_learning_rate, build_lr_scheduler_for, build_optimizer_for, optimizer_train_mode
-from library.training.sampling_hook import Sampler
+from library.training.sampling_hook import Sampler, sampling_wanted
 from library.training.saving import Saver
 from library.training.seeding import sample_generators
-from library.training.validation import validate_if_due
+from library.training.validation import Validator
 from library.training.family import family_for
 from library.training.loss import snr_table
 from library.training.loss_chart import draw_loss_chart
 from library.training.noise import apply_zero_terminal_snr
+from library.training.flag_rules import check_training_flags
 from library.training import preflight
-from library.training.run_setup import check_flags, make_accelerator, token_window, total_steps, weight_dtype_for
-from library.training.token_window import warn_if_captions_overflow
+from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
+from library.training.token_window import token_window, warn_if_captions_overflow
 from library.training.state import Progress, load_state
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
@@ -56,6 +58,7 @@ class TrainResult:
     models: object = None
     tokens: object = None
     skipped_backwards: int = 0  # batches that could not reach the vectors (exact zero gradient, no backward)
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of each validation
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -65,7 +68,8 @@ def _unwrap_batch(items: list[dict]) -> dict:
 
 def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     """Run a TI training described by the parsed flags; returns the final embedding path."""
-    check_flags(args, sdxl=sdxl)
+    configure_console_logging(args)  # --console_log_level/_file/_simple, before anything is logged
+    check_training_flags(args, sdxl=sdxl)  # every flag problem at once, before any model is loaded
     keep_freed_memory()  # reuse activation memory between steps instead of page-faulting it in again
     accelerator = make_accelerator(args)
     if args.seed is not None:
@@ -82,6 +86,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     for module in (models.unet, *models.text_encoders):
         module.requires_grad_(False).to(weight_dtype)
     models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
+    if args.fp8_base:
+        from library.models.fp8_storage import store_in_fp8
+
+        logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet, weight_dtype))
     initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, args.num_vectors_per_token) if args.weights else None
     tokens = setup_trainable_tokens(
         models.tokenizers,
@@ -91,7 +99,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         num_vectors=args.num_vectors_per_token,
         init_word=args.init_word,
         initial_vectors=initial_vectors,
-        trained=model_setup.trained_encoders(args, family),
+        trained=family.trained_encoders(getattr(args, "ti_text_encoders", None)),
     )
 
     # --- data: captions rewritten to the N tokens, validated as a whole before any compute is spent
@@ -109,7 +117,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             data_setup.cache_latents(args, group, models.vae, device)
             if val_group is not None:
                 data_setup.cache_latents(args, val_group, models.vae, device)
-        if args.sample_prompts:
+        if sampling_wanted(args):
             models.vae.to("cpu")  # every latent is cached: the VAE leaves the device until sampling decodes with it
         else:
             models.vae = None  # nothing encodes or decodes again: free its memory (0.3 GiB for SD1.5 in fp32)
@@ -150,18 +158,20 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             accelerator.scaler.load_state_dict(progress.scaler)
 
     if is_main:
-        print_summary(args, models, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
+        print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
     if accelerator.trackers == [] and args.log_with:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
-    saver = Saver(args, models, tokens, hasher, accelerator, data_setup.training_resolution(group, models.family), num_epochs)
+    saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs)
     if is_main:
         vector_bytes = sum(v.numel() * 4 for v in tokens.vectors_by_slot().values())
         preflight.check_free_space(args, vector_bytes, max_steps, num_epochs)
     if args.zero_terminal_snr:
         apply_zero_terminal_snr(models.noise_scheduler)
     snr = snr_table(models.noise_scheduler).to(device)
-    sampler = Sampler(args, models, tokens, accelerator)
+    sampler = Sampler(args, models, tokens, accelerator, group)
+    saver.preview = sampler.preview_image
+    validator = Validator(args, val_group, models, family, text_encoders, settings, accelerator, seed, snr)
 
     losses: list[float] = []
     skipped_backwards = 0  # batches whose captions hold no trained token (see zero_gradient)
@@ -189,7 +199,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 with accelerator.accumulate(*text_encoders):
                     generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
                     # every process must run every backward under DDP, so only a single process skips them
-                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, batch["captions"], settings.max_token_length)
+                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, batch["captions"], settings.conditioning.max_token_length)
                     # a compiled UNet would recompile for no-grad mode: it keeps the graph, and only the backward is skipped
                     with torch.set_grad_enabled(needs_backward or args.torch_compile):
                         loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
@@ -225,12 +235,13 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 progress.global_step, progress.epoch, progress.batches_in_epoch = global_step, epoch, batches_done
                 saver.after_step(progress, optimizer, lr_scheduler)
                 sampler.after_step(global_step)
-                validate_if_due(args, val_group, global_step, models, family, text_encoders, settings, accelerator, seed, snr)
+                validator.after_step(global_step)
                 if global_step >= max_steps:
                     break
             progress.epoch, progress.batches_in_epoch = epoch + 1, 0
             saver.after_epoch(epoch + 1, progress, optimizer, lr_scheduler)
             sampler.after_epoch(global_step, epoch + 1)
+            validator.after_epoch(epoch + 1, global_step)
             if global_step >= max_steps:
                 break
     except NonFiniteLoss:
@@ -256,7 +267,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
     accelerator.end_training()
-    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards)
+    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses)
 
 
 def check_resume_matches(path: str, progress: Progress, tokens) -> None:
@@ -270,4 +281,6 @@ def check_resume_matches(path: str, progress: Progress, tokens) -> None:
 
 def tracker_config(args: argparse.Namespace) -> dict:
     """Flags as tracker-friendly scalars (tensorboard accepts only int/float/str/bool)."""
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items() if not k.startswith("_")}
+    from library.training.sd_scripts_flags import public_args
+
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in public_args(args).items()}

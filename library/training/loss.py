@@ -1,17 +1,19 @@
 """The diffusion loss and sd-scripts' per-sample loss weightings, as pure tensor functions.
 
-The training step reads:
+`LossSettings.per_sample` is what the training step calls; it reads:
     target = target_for(scheduler, latents, noise, timesteps)
     loss = compute_loss(pred, target, loss_type=..., timesteps=timesteps, scheduler=scheduler, mask=alpha_mask)  # (B,)
     loss = loss * batch_loss_weights * loss_weights(timesteps, snr, ...)                                          # (B,)
-    loss = loss.mean()
-with `snr = snr_table(scheduler)` computed once. Formulas follow sd-scripts' custom_train_functions.py and
+with `snr = snr_table(scheduler)` computed once. A new weighting is a field of LossSettings (read in its
+`from_args`) and a factor in `loss_weights`: nothing outside this module changes. Formulas follow sd-scripts' custom_train_functions.py and
 train_util.py (conditional_loss, get_huber_threshold_if_needed, apply_masked_loss).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -160,3 +162,60 @@ def loss_weights(
     if debiased_estimation_loss:
         weight = weight * debiased_estimation_weight(timesteps, snr, v_prediction=v_prediction)
     return weight
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss flags of a run and the model's prediction type, read once; `per_sample` applies them."""
+
+    loss_type: str = "l2"
+    huber_schedule: str = "snr"
+    huber_c: float = 0.1
+    huber_scale: float = 1.0
+    min_snr_gamma: float | None = None
+    scale_v_pred_loss_like_noise_pred: bool = False
+    v_pred_like_loss: float | None = None
+    debiased_estimation_loss: bool = False
+    masked_loss: bool = False
+    v_prediction: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, v_prediction: bool) -> "LossSettings":
+        return cls(
+            loss_type=args.loss_type,
+            huber_schedule=args.huber_schedule,
+            huber_c=args.huber_c,
+            huber_scale=getattr(args, "huber_scale", 1.0),
+            min_snr_gamma=args.min_snr_gamma,
+            scale_v_pred_loss_like_noise_pred=args.scale_v_pred_loss_like_noise_pred,
+            v_pred_like_loss=args.v_pred_like_loss,
+            debiased_estimation_loss=args.debiased_estimation_loss,
+            masked_loss=args.masked_loss or args.alpha_mask,  # --alpha_mask reads the mask, so it also applies it
+            v_prediction=v_prediction,
+        )
+
+    def per_sample(self, prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                   scheduler, snr: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Weighted loss per sample (B,) float32: the loss, times the batch's loss weights, times the SNR weightings."""
+        target = target_for(scheduler, latents, noise, timesteps, prediction_type="v_prediction" if self.v_prediction else "epsilon")
+        per_sample = compute_loss(
+            prediction.float(),
+            target,
+            loss_type=self.loss_type,
+            huber_c=self.huber_c,
+            huber_schedule=self.huber_schedule,
+            huber_scale=self.huber_scale,
+            timesteps=timesteps,
+            scheduler=scheduler,
+            mask=batch.get("alpha_masks") if self.masked_loss else None,
+        )
+        per_sample = per_sample * batch["loss_weights"].to(per_sample.device)
+        return per_sample * loss_weights(
+            timesteps,
+            snr,
+            v_prediction=self.v_prediction,
+            min_snr_gamma=self.min_snr_gamma,
+            scale_v_pred_loss_like_noise_pred=self.scale_v_pred_loss_like_noise_pred,
+            v_pred_like_loss=self.v_pred_like_loss,
+            debiased_estimation_loss=self.debiased_estimation_loss,
+        )

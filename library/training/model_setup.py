@@ -8,7 +8,6 @@ import logging
 import torch
 
 from library.errors import UserError
-from library.optional_deps import require
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +16,10 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
     """Load the base model named by the flags; the SD script refuses SDXL models and vice versa."""
     from library.models.loading import load_models
 
+    from library.training.family import family_for, family_for_script
     from library.training.run_setup import weight_dtype_for
+
+    expected = family_for_script(sdxl)
 
     # frozen weights load straight into the mixed-precision dtype: no full fp32 copy in memory first
     # (--no_half_vae keeps an fp32 load so the VAE is not rounded through the half dtype)
@@ -27,14 +29,14 @@ def load_models_for(args: argparse.Namespace, *, sdxl: bool):
         dtype=dtype,
         v2=args.v2 or None,
         v_parameterization=args.v_parameterization or None,
-        sdxl=None if sdxl else False,  # False refuses an SDXL file from its keys, before loading weights
+        sdxl=expected.load_as_sdxl,
         vae=args.vae,
         tokenizer_cache_dir=args.tokenizer_cache_dir,
+        disable_mmap=getattr(args, "disable_mmap_load_safetensors", False),
     )
-    if models.family == "sdxl" and not sdxl:
-        raise UserError(f"{args.pretrained_model_name_or_path} is an SDXL model: train it with sdxl_train_textual_inversion.py")
-    if models.family != "sdxl" and sdxl:
-        raise UserError(f"{args.pretrained_model_name_or_path} is an SD {models.family[-1]}.x model, not SDXL: train it with train_textual_inversion.py")
+    found = family_for(models.family)
+    if found.script != expected.script:
+        raise UserError(f"{args.pretrained_model_name_or_path} is an {found.display_name} model, not {expected.kind}: train it with {found.script}")
     return models
 
 
@@ -59,18 +61,6 @@ def read_initial_vectors(path: str, slots: tuple[str, ...], models, num_vectors:
     return vectors
 
 
-def trained_encoders(args: argparse.Namespace, family) -> list[bool]:
-    """Which text encoders' vectors train (SDXL: --ti_text_encoders l,g; SD: the one encoder)."""
-    chosen = getattr(args, "ti_text_encoders", None)
-    if family.name != "sdxl" or not chosen:
-        return [True] * len(family.slots)
-    wanted = {part.strip().lower() for part in chosen.split(",") if part.strip()}
-    unknown = wanted - {"l", "g"}
-    if unknown or not wanted:
-        raise UserError(f"--ti_text_encoders takes 'l', 'g' or 'l,g' (got {chosen!r})")
-    return ["l" in wanted, "g" in wanted]
-
-
 def enable_gradient_checkpointing(models) -> None:
     """Trade compute for activation memory in the UNet and the text encoders."""
     models.unet.enable_gradient_checkpointing()
@@ -79,13 +69,10 @@ def enable_gradient_checkpointing(models) -> None:
 
 
 def set_attention(args: argparse.Namespace, unet) -> None:
-    """SDPA is PyTorch's default attention in diffusers; --xformers / --mem_eff_attn switch it."""
-    if args.xformers:
-        require("xformers", "--xformers")
-        unet.enable_xformers_memory_efficient_attention()
-    elif args.mem_eff_attn:
-        # PyTorch's SDPA already picks a memory-efficient kernel; sliced attention is the CPU-safe fallback
-        unet.set_attention_slice("auto")
+    """--xformers / --mem_eff_attn / --sdpa, by the setter gen_img.py shares."""
+    from library.models.attention import set_attention as set_unet_attention
+
+    set_unet_attention(unet, xformers=args.xformers, sdpa=getattr(args, "sdpa", False), mem_eff_attn=args.mem_eff_attn)
 
 
 def compile_unet(args: argparse.Namespace, unet) -> None:

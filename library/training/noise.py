@@ -7,6 +7,9 @@ latents' device, so a CPU generator also works for CUDA latents.
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -152,3 +155,60 @@ def add_noise(
         strength = _rand1(latents, generator) * ip_noise_gamma if ip_noise_gamma_random_strength else ip_noise_gamma
         noise = noise + strength * _randn(latents.shape, latents, generator)
     return scheduler.add_noise(latents, noise, timesteps)
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """The noise and timestep flags of a run, read once; `draw` applies them to a batch."""
+
+    noise_offset: float | None = None
+    noise_offset_random_strength: bool = False
+    adaptive_noise_scale: float | None = None
+    multires_noise_iterations: int | None = None
+    multires_noise_discount: float = 0.3
+    ip_noise_gamma: float | None = None
+    ip_noise_gamma_random_strength: bool = False
+    min_timestep: int | None = None
+    max_timestep: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "NoiseSettings":
+        return cls(
+            noise_offset=args.noise_offset,
+            noise_offset_random_strength=args.noise_offset_random_strength,
+            adaptive_noise_scale=args.adaptive_noise_scale,
+            multires_noise_iterations=args.multires_noise_iterations,
+            multires_noise_discount=args.multires_noise_discount,
+            ip_noise_gamma=args.ip_noise_gamma,
+            ip_noise_gamma_random_strength=args.ip_noise_gamma_random_strength,
+            min_timestep=args.min_timestep,
+            max_timestep=args.max_timestep,
+        )
+
+    def draw(self, scheduler, latents: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noise, timesteps, noisy latents) for a batch, sample i drawn only from `generators[i]`.
+
+        One generator per sample, seeded by its global position: the noise does not depend on how a global batch is
+        split across processes or accumulation steps, nor on anything drawn before (exact resume).
+        """
+        noise, timesteps, noisy = [], [], []
+        for index, generator in enumerate(generators):
+            one = latents[index : index + 1]
+            n = sample_noise(
+                one,
+                noise_offset=self.noise_offset,
+                noise_offset_random_strength=self.noise_offset_random_strength,
+                adaptive_noise_scale=self.adaptive_noise_scale,
+                multires_noise_iterations=self.multires_noise_iterations,
+                multires_noise_discount=self.multires_noise_discount,
+                generator=generator,
+            )
+            t = sample_timesteps(
+                1, min_timestep=self.min_timestep, max_timestep=self.max_timestep,
+                num_train_timesteps=scheduler.config.num_train_timesteps, generator=generator,
+            ).to(latents.device)
+            noisy.append(add_noise(scheduler, one, n, t, ip_noise_gamma=self.ip_noise_gamma,
+                                   ip_noise_gamma_random_strength=self.ip_noise_gamma_random_strength, generator=generator))
+            noise.append(n)
+            timesteps.append(t)
+        return torch.cat(noise), torch.cat(timesteps), torch.cat(noisy)

@@ -19,7 +19,13 @@ import torch
 from library.errors import MissingDependencyError, UserError
 from library.optional_deps import require
 from library.training.literal_args import parse_kwargs_list
-from library.training.lr_schedulers import LearningRateSchedule
+from library.training.learning_rate import LearningRateSchedule
+from library.training.optimizer_modes import (  # re-exported: callers ask the optimizer module
+    is_adafactor_relative_step,
+    is_schedule_free,
+    optimizer_eval_mode,
+    optimizer_train_mode,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -195,40 +201,6 @@ def _prepare_adafactor(kwargs: dict[str, Any], params: list, lr: float | None, m
     if dropped:
         logger.warning("Adafactor with relative_step ignores per-group learning rates")
     return None
-
-
-def is_adafactor_relative_step(optimizer) -> bool:
-    """True for a transformers Adafactor that sets its own step size (needs the `adafactor` LR schedule)."""
-    from transformers.optimization import Adafactor
-
-    inner = _unwrap(optimizer)
-    return isinstance(inner, Adafactor) and bool(inner.defaults.get("relative_step"))
-
-
-def _unwrap(optimizer):
-    # accelerate's AcceleratedOptimizer keeps the real one in `.optimizer`
-    seen = 0
-    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer") and seen < 4:
-        optimizer, seen = optimizer.optimizer, seen + 1
-    return optimizer
-
-
-def is_schedule_free(optimizer) -> bool:
-    """True for optimizers with train()/eval() modes (schedulefree's), which need switching around sampling/saving."""
-    inner = _unwrap(optimizer)
-    return callable(getattr(inner, "train", None)) and callable(getattr(inner, "eval", None))
-
-
-def optimizer_train_mode(optimizer) -> None:
-    """Put a schedule-free optimizer in train mode (before training steps); no-op for other optimizers."""
-    if is_schedule_free(optimizer):
-        _unwrap(optimizer).train()
-
-
-def optimizer_eval_mode(optimizer) -> None:
-    """Put a schedule-free optimizer in eval mode (before sampling, validation or saving); no-op for others."""
-    if is_schedule_free(optimizer):
-        _unwrap(optimizer).eval()
 
 
 def scale_learning_rate(

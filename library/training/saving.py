@@ -8,6 +8,8 @@ from pathlib import Path
 
 from library.errors import UserError
 from library.training import checkpoints as ck
+from library.training import diffusers_outputs
+from library.training.sd_scripts_flags import modelspec_extras, public_args, save_every_n_epochs_for
 from library.training.state import Progress, save_state
 
 logger = logging.getLogger(__name__)
@@ -16,11 +18,12 @@ logger = logging.getLogger(__name__)
 class Saver:
     """Writes `NAME-000005.ext`, `NAME-step00000500.ext`, `NAME.ext` and their `-state` folders (main process only)."""
 
-    def __init__(self, args: argparse.Namespace, models, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
+    def __init__(self, args: argparse.Namespace, models, family, tokens, hasher, accelerator, resolution: tuple[int, int], num_epochs: int):
         self.args = args
         self.resolution = resolution
         self.num_epochs = num_epochs  # the last epoch is written as NAME.ext by save_final, not as an epoch file
         self.models = models
+        self.family = family
         self.tokens = tokens
         self.hasher = hasher
         self.accelerator = accelerator
@@ -28,37 +31,53 @@ class Saver:
         self.name = args.output_name or "last"
         self.format = args.save_model_as or "safetensors"
         self.suffix = ck.EXTENSIONS[self.format]
+        self.every_n_epochs = save_every_n_epochs_for(args, num_epochs)  # --save_n_epoch_ratio may set it
+        self.modelspec_extras = modelspec_extras(args)  # read once: --metadata_thumbnail may name an image file
+        # the diffusers example's file names (learned_embeds*.safetensors, checkpoint-N/), see diffusers_outputs
+        self.diffusers_layout = bool(getattr(args, "_diffusers_outputs", False))
+        self.preview = None  # set by the loop: step -> PIL image for --save_embedding_png, or None
 
     # --- what the loop calls
     def after_step(self, progress: Progress, optimizer, lr_scheduler) -> None:
         args, step = self.args, progress.global_step
+        if self.diffusers_layout and diffusers_outputs.checkpoint_due(args, step):
+            self._save_checkpoint(progress, optimizer, lr_scheduler)
         if not args.save_every_n_steps or step % args.save_every_n_steps:
             return
         stem = ck.step_stem(self.name, step)
         self._save_embedding(stem, progress.global_step, progress.epoch)
         if args.save_state:
             self._save_state(stem, progress, optimizer, lr_scheduler)
-        if args.save_last_n_steps and self.accelerator.is_main_process:
+        if not self.accelerator.is_main_process:
+            return
+        if args.save_last_n_steps:
             self._remove(ck.outdated_step_saves(self.output_dir, self.name, self.suffix, step, args.save_last_n_steps))
-            if args.save_state:
-                self._remove_states(ck.outdated_step_saves(self.output_dir, self.name, self.suffix, step, args.save_last_n_steps))
+        keep_states = args.save_last_n_steps_state or args.save_last_n_steps  # sd-scripts: the _state flag wins for states
+        if args.save_state and keep_states:
+            self._remove_states(ck.outdated_step_saves(self.output_dir, self.name, ck.STATE_SUFFIX, step, keep_states))
 
     def after_epoch(self, epoch: int, progress: Progress, optimizer, lr_scheduler) -> None:
         args = self.args
-        if not args.save_every_n_epochs or epoch % args.save_every_n_epochs or epoch >= self.num_epochs:
+        every = self.every_n_epochs
+        if not every or epoch % every or epoch >= self.num_epochs:
             return
         stem = ck.epoch_stem(self.name, epoch)
         self._save_embedding(stem, progress.global_step, epoch)
         if args.save_state:
             self._save_state(stem, progress, optimizer, lr_scheduler)
-        if args.save_last_n_epochs and self.accelerator.is_main_process:
-            old = ck.outdated_epoch_saves(self.output_dir, self.name, self.suffix, epoch, args.save_every_n_epochs, args.save_last_n_epochs)
-            self._remove(old)
-            if args.save_state:
-                self._remove_states(old)
+        if not self.accelerator.is_main_process:
+            return
+        if args.save_last_n_epochs:
+            self._remove(ck.outdated_epoch_saves(self.output_dir, self.name, self.suffix, epoch, every, args.save_last_n_epochs))
+        keep_states = args.save_last_n_epochs_state or args.save_last_n_epochs  # sd-scripts: the _state flag wins for states
+        if args.save_state and keep_states:
+            self._remove_states(ck.outdated_epoch_saves(self.output_dir, self.name, ck.STATE_SUFFIX, epoch, every, keep_states))
 
     def save_final(self, step: int, epoch: int) -> Path | None:
-        return self._save_embedding(self.name, step, epoch)
+        path = self._save_embedding(self.name, step, epoch)
+        if path is not None and self.diffusers_layout and getattr(self.args, "save_as_full_pipeline", None):
+            diffusers_outputs.save_full_pipeline(self.output_dir, self.models, self.tokens, path)
+        return path
 
     def save_final_state(self, progress: Progress, optimizer, lr_scheduler) -> None:
         self._save_state(self.name, progress, optimizer, lr_scheduler)
@@ -70,11 +89,17 @@ class Saver:
             return None
         from library.embeddings import save_embedding
 
+        vectors = self.tokens.published_vectors()
+        if self.diffusers_layout:
+            refuse_non_finite(vectors, self.output_dir / "learned_embeds")
+            path = diffusers_outputs.save_learned_embeds(self.args, self.output_dir, vectors, self.tokens.token_string, step, final=stem == self.name)
+            self._save_png(path, step, epoch)
+            return path
         path = self.output_dir / f"{stem}{self.suffix}"
-        refuse_non_finite(self.tokens.vectors_by_slot(), path)
+        refuse_non_finite(vectors, path)
         save_embedding(
             path,
-            self.tokens.vectors_by_slot(),
+            vectors,
             token=self.tokens.token_string,
             step=step,
             metadata=self._metadata(step, epoch),
@@ -82,7 +107,34 @@ class Saver:
             dtype=self.args.save_precision,
         )
         logger.info("saved embedding: %s", path)
+        self._save_png(path, step, epoch)
         return path
+
+    def _save_png(self, path: Path, step: int, epoch: int) -> None:
+        """--save_embedding_png: the same vectors in a preview PNG that AUTOMATIC1111 loads as an embedding."""
+        if not getattr(self.args, "save_embedding_png", False):
+            return
+        from library.embeddings import save_embedding
+
+        png = path.with_name(path.name.rsplit(".", 1)[0] + ".png")
+        picture = self.preview(step) if self.preview is not None else None
+        save_embedding(png, self.tokens.vectors_by_slot(), token=self.tokens.token_string, step=step,
+                       metadata=self._metadata(step, epoch), format="a1111-png", dtype=self.args.save_precision, picture=picture)
+        logger.info("saved embedding image: %s", png)
+
+    def _save_checkpoint(self, progress: Progress, optimizer, lr_scheduler) -> None:
+        """--checkpointing_steps: OUTPUT_DIR/checkpoint-N, keeping at most --checkpoints_total_limit."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        limit = getattr(self.args, "checkpoints_total_limit", None)
+        if limit:
+            diffusers_outputs.prune_checkpoints(self.output_dir, limit - 1)
+        if self.accelerator.scaler is not None:
+            progress.scaler = self.accelerator.scaler.state_dict()
+        path = diffusers_outputs.checkpoint_dir(self.output_dir, progress.global_step)
+        save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
+        logger.info("saved state: %s", path)
 
     def _save_state(self, stem: str, progress: Progress, optimizer, lr_scheduler) -> None:
         self.accelerator.wait_for_everyone()
@@ -91,13 +143,14 @@ class Saver:
         if self.accelerator.scaler is not None:
             progress.scaler = self.accelerator.scaler.state_dict()
         path = self.output_dir / ck.state_dir_name(stem)
+        # the live vectors, not the published ones: a resumed run continues training from exactly these
         save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
         logger.info("saved state: %s", path)
 
     def _metadata(self, step: int, epoch: int) -> dict[str, str]:
         args = self.args
         return ck.build_metadata(
-            family=self.models.family,
+            architecture=self.family.modelspec_architecture(self.models.v_parameterization),
             v_parameterization=self.models.v_parameterization,
             resolution=self.resolution,
             title=args.metadata_title or args.output_name,
@@ -107,12 +160,13 @@ class Saver:
             epoch=epoch,
             base_model=Path(args.pretrained_model_name_or_path).name,
             base_model_hash=self.hasher.result(wait=True) if self.hasher else None,
-            training_args=_public_args(args),
+            training_args=public_args(args),
             clip_skip=args.clip_skip,
             author=args.metadata_author,
             description=args.metadata_description,
             license=args.metadata_license,
             tags=args.metadata_tags,
+            extra=self.modelspec_extras,
         )
 
     def _remove(self, paths: list[Path]) -> None:
@@ -120,12 +174,12 @@ class Saver:
             path.unlink(missing_ok=True)
             logger.info("removed old embedding: %s", path)
 
-    def _remove_states(self, embedding_paths: list[Path]) -> None:
+    def _remove_states(self, state_dirs: list[Path]) -> None:
         import shutil
 
-        for path in embedding_paths:
-            state = path.with_name(ck.state_dir_name(path.name.removesuffix(self.suffix)))
-            shutil.rmtree(state, ignore_errors=True)
+        for path in state_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed old state: %s", path)
 
 
 def refuse_non_finite(vectors_by_slot: dict, path: Path) -> None:
@@ -137,8 +191,3 @@ def refuse_non_finite(vectors_by_slot: dict, path: Path) -> None:
             kept = f"{path} keeps its previous content" if path.exists() else f"{path} was not written"
             raise UserError(f"not saved: the trained {slot} vectors hold NaN/Inf; {kept}. The earlier saves hold the last "
                             "finite vectors; lower --learning_rate or pass --skip_nan")
-
-
-def _public_args(args: argparse.Namespace) -> dict:
-    # paths and training settings; no private/internal attributes
-    return {k: v for k, v in vars(args).items() if not k.startswith("_")}

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from library.training import diffusers_outputs
 
-def summary_lines(args: argparse.Namespace, models, tokens, group, val_group, optimizer_name: str, steps_per_epoch: int,
+
+def summary_lines(args: argparse.Namespace, models, family, tokens, group, val_group, optimizer_name: str, steps_per_epoch: int,
                   num_epochs: int, max_steps: int, accelerator, weight_dtype) -> list[str]:
-    family = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}[models.family]
     prediction = "v-prediction" if models.v_parameterization else "epsilon"
     trainable = sum(p.numel() for p in tokens.parameters())
     ids = ", ".join(f"{n}={i}" for n, i in zip(tokens.names, tokens.ids[0]))
     lines = [
         "Textual Inversion training",
-        f"  model:            {args.pretrained_model_name_or_path} ({family}, {prediction})",
+        f"  model:            {args.pretrained_model_name_or_path} ({family.display_name}, {prediction})",
         f"  new tokens:       {tokens.token_string!r} -> {len(tokens.names)} vector(s): {ids}",
         f"  init word:        {args.init_word or '*'}" + (f"; continuing from --weights {args.weights}" if args.weights else ""),
         f"  trainable params: {trainable:,} ({' + '.join(f'{slot} {tuple(e.vectors.shape)}' for slot, e, on in zip(tokens.slots, tokens.embeddings, tokens.trained) if on)})",
@@ -28,7 +29,9 @@ def summary_lines(args: argparse.Namespace, models, tokens, group, val_group, op
         f"  precision:        {args.mixed_precision} (frozen weights {str(weight_dtype).removeprefix('torch.')}, vectors float32)"
         + (", gradient checkpointing" if args.gradient_checkpointing else ""),
         f"  device:           {accelerator.device}",
-        f"  output:           {args.output_dir}/{args.output_name or 'last'}.{args.save_model_as or 'safetensors'}",
+        f"  output:           {args.output_dir}/"
+        + (diffusers_outputs.embedding_file_name(args) if getattr(args, "_diffusers_outputs", False)
+           else f"{args.output_name or 'last'}.{args.save_model_as or 'safetensors'}"),
     ]
     return lines
 

@@ -1,7 +1,7 @@
 """Do the new token's vectors and the captions fit the text encoder's token window?
 
 A caption holds 75 tokens (150 or 225 with --max_token_length) between its start and end tokens; whatever falls
-past the window is cut. Vectors that cannot fit at all are refused with the flags (run_setup.check_run_values);
+past the window is cut. Vectors that cannot fit at all are refused with the flags (flag_rules._run_values);
 captions that push some vectors or words past the window are warned about here, once the dataset is known.
 """
 
@@ -10,6 +10,11 @@ from __future__ import annotations
 import logging
 
 logger = logging.getLogger(__name__)
+
+
+def token_window(args) -> int:
+    """Tokens a caption can hold (without its start/end tokens): 75, or --max_token_length (150, 225)."""
+    return args.max_token_length or 75
 
 
 def warn_if_captions_overflow(group, tokenizer, tokens, window: int) -> int:

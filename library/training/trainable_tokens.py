@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
-from library.errors import UserError
 from library.token_embedding import ExtendedTokenEmbedding, init_vectors_from_word, install_vectors
 from library.tokens import add_new_tokens, make_caption_rewriter, new_token_names
 
@@ -29,8 +30,29 @@ class TrainableTokens:
         return [emb.vectors for emb, on in zip(self.embeddings, self.trained) if on]
 
     def vectors_by_slot(self) -> dict[str, torch.Tensor]:
-        """Detached fp32 CPU copies, keyed as the embedding file stores them."""
+        """The trained (live) vectors as detached fp32 CPU copies, keyed as the embedding file stores them.
+
+        This is what a resumable state holds: training continues from exactly these.
+        """
         return {slot: emb.vectors.detach().float().cpu().clone() for slot, emb in zip(self.slots, self.embeddings)}
+
+    def published_vectors(self) -> dict[str, torch.Tensor]:
+        """The vectors the run publishes: every embedding file it writes and every sample image it draws.
+
+        The one seam between "what trains" and "what is handed out": today they are the live vectors; an average of
+        them (EMA) would be returned here, and saving and sampling follow without change.
+        """
+        return self.vectors_by_slot()
+
+    @contextmanager
+    def published(self) -> Iterator[None]:
+        """Within the block the text encoders embed the published vectors (for sampling); the live ones come back after."""
+        live = self.vectors_by_slot()
+        self.load_vectors(self.published_vectors())
+        try:
+            yield
+        finally:
+            self.load_vectors(live)
 
     def load_vectors(self, vectors: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -60,8 +82,7 @@ def setup_trainable_tokens(
 
     Vectors start from `initial_vectors` (--weights) when given, else from the init word's token embeddings.
     """
-    if not token_string or not token_string.strip():
-        raise UserError("--token_string is required: the word that stands for your concept in captions, e.g. 'mychar4'")
+    assert token_string and token_string.strip(), "a token string is needed (flag_rules refuses a missing --token_string)"
     names = new_token_names(token_string, num_vectors)
     trained = trained or [True] * len(text_encoders)
     ids, embeddings = [], []

@@ -159,3 +159,22 @@ def test_processing_is_a_pure_function_of_the_rng(seed):
     opts = CaptionOptions(shuffle_caption=True, enable_wildcard=True, caption_tag_dropout_rate=0.2)
     caption = "{a|b}, c, d, e, f"
     assert process_caption(caption, opts, random.Random(seed)) == process_caption(caption, opts, random.Random(seed))
+
+
+def test_tag_dropout_never_drops_the_trained_token_or_the_keep_tokens_prefix():
+    opts = CaptionOptions(keep_tokens=1, caption_tag_dropout_rate=0.9, protected_token="mychar4")
+    outs = [process_caption("1girl, red hair, mychar4, smile, hat, sky", opts, random.Random(seed)) for seed in range(50)]
+    assert all(out.startswith("1girl") and "mychar4" in out for out in outs)
+    assert any("smile" not in out for out in outs)  # the others are dropped at that rate
+    unprotected = CaptionOptions(keep_tokens=1, caption_tag_dropout_rate=0.9)
+    assert any("mychar4" not in process_caption("1girl, red hair, mychar4, smile", unprotected, random.Random(s)) for s in range(50))
+
+
+def test_tag_dropout_draws_are_the_same_with_or_without_protection():
+    caption = "a, tok, b, c, d, e"
+    protected = CaptionOptions(caption_tag_dropout_rate=0.5, protected_token="tok")
+    plain = CaptionOptions(caption_tag_dropout_rate=0.5)
+    for seed in range(20):
+        kept = process_caption(caption, protected, random.Random(seed)).split(", ")
+        other = [t for t in process_caption(caption, plain, random.Random(seed)).split(", ") if t]
+        assert [t for t in kept if t != "tok"] == [t for t in other if t != "tok"]

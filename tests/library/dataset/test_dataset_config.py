@@ -64,12 +64,13 @@ VALID_FOR_TI = [
     "023_train-sd-template_sdxl-database-toml.toml",
     "024_hacknu_sdxl-colab-general-last.toml",
     "025_sd-scripts-docker_aligned-equals-commented-keys.toml",
+    # caption_tag_dropout_rate is accepted for TI (it never drops the trained token or the keep_tokens prefix)
+    "003_sdscripts-docs-en_keep-tokens-separator-wildcard.toml",
+    "020_kohyass-test_multires-three-datasets.toml",
 ]
 
 # file -> (extra flags it needs, pieces the one-line reasons must contain)
 REJECTED_FOR_TI = {
-    "003_sdscripts-docs-en_keep-tokens-separator-wildcard.toml": ["datasets[0]: 'caption_tag_dropout_rate'", "not supported for Textual Inversion"],
-    "020_kohyass-test_multires-three-datasets.toml": ["general: 'caption_tag_dropout_rate'", "not supported for Textual Inversion"],
     "021_kohyass-test_masked-loss-conditioning.toml": ["datasets[0].subsets[0]: 'conditioning_data_dir'", "--masked_loss"],
     "invalid/901_server-training_musubi-format.toml": ["musubi-tuner", "'image_directory' (did you mean 'image_dir'?", "datasets[0] has no [[datasets.subsets]]"],
     "invalid/902_sdscripts-docs_validation-string-resolution.toml": ['"1024,1024"', "resolution = [1024, 1024]", "datasets[0].subsets[1]: 'validation_split'", "[[datasets]] table"],
@@ -403,12 +404,9 @@ def test_dataset_of_only_regularization_subsets_is_refused(tmp_path):
     assert found[0].startswith("datasets[0] has only is_reg = true subsets")
 
 
-def test_cached_latents_refuse_per_step_augmentation(tmp_path):
-    found = problems(tmp_path, "[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\ncolor_aug = true\n",
-                     cache_latents=True)
-    assert found == ["color_aug (datasets[0].subsets[0]) cannot be combined with --cache_latents: cached latents are "
-                     "encoded once, so they cannot change every step; drop one of the two"]
-    load(tmp_path, "[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\nflip_aug = true\n", cache_latents=True)
+def test_cached_latents_with_augmentation_are_left_to_the_flag_rules(tmp_path):
+    # the cross-flag rule lives in library.training.flag_rules (tests/library/training/test_flag_rules.py)
+    load(tmp_path, "[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\ncolor_aug = true\n", cache_latents=True)
 
 
 def test_network_multiplier_is_accepted_with_a_warning(tmp_path, caplog):
@@ -494,15 +492,18 @@ def test_train_and_reg_folders_become_subsets(tmp_path, caplog):
     assert ".ipynb_checkpoints" not in caplog.text
 
 
-def test_train_data_dir_without_repeat_folders_explains_the_layout(tmp_path):
+def test_train_data_dir_with_images_directly_in_it_is_one_flat_subset(tmp_path, caplog):
+    # issue 18: the diffusers example's and AUTOMATIC1111's layout (before, an error asking for N_name subfolders)
     flat = tmp_path / "mychar"
     flat.mkdir()
     (flat / "a.png").write_bytes(b"")
-    with pytest.raises(UserError, match=r"has no N_name subfolders .*move them into a subfolder such as .*10_mychar"):
-        dataset_params_from_args(default_dataset_args(train_data_dir=str(flat), resolution=(512, 512)))
+    (s,) = dataset_params_from_args(default_dataset_args(train_data_dir=str(flat), resolution=(512, 512), dataset_repeats=3)).datasets[0].subsets
+    assert (s.image_dir, s.num_repeats, s.class_tokens) == (str(flat), 3, None)
     inner = make_tree(tmp_path / "train", "10_mychar") / "10_mychar"
-    with pytest.raises(UserError, match=r"10_mychar itself is such a folder: pass its parent"):
+    (inner / "b.png").write_bytes(b"")
+    with caplog.at_level("WARNING"):
         dataset_params_from_args(default_dataset_args(train_data_dir=str(inner), resolution=(512, 512)))
+    assert "10_mychar looks like an N_name folder" in caplog.text and "pass its parent" in caplog.text
     with pytest.raises(UserError, match="--train_data_dir .* does not exist"):
         dataset_params_from_args(default_dataset_args(train_data_dir=str(tmp_path / "nope")))
 

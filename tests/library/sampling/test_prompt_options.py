@@ -196,3 +196,13 @@ def test_every_realworld_prompt_file_parses(realworld_dir):
     assert len(files) == 8
     counts = [len(parse_prompt_file(f, strict=True)) for f in files]
     assert counts == [1, 1, 1, 7, 1, 4, 4, 1]
+
+
+@pytest.mark.parametrize("option", ["n", "w", "d", "ss", "l"])
+def test_an_option_without_a_value_is_malformed_like_a_bad_value(option, caplog):
+    with pytest.raises(UserError, match=rf"--prompt: option --{option} \(.*\) has no value"):
+        parse_prompt_line(f"a mychar4 --{option}", source="--prompt", strict=True)
+    with caplog.at_level(logging.WARNING):
+        spec = parse_prompt_lines(f"a cat\na mychar4 --h 64 --{option}\n", source="prompts.txt")[1]
+    assert (spec.prompt, spec.height, spec.negative_prompt) == ("a mychar4", 64, None)
+    assert f"prompts.txt line 2: option --{option}" in caplog.text and "has no value" in caplog.text

@@ -14,8 +14,8 @@ from library.training.arguments import (
     add_model_arguments,
     add_textual_inversion_arguments,
     add_training_arguments,
-    validate_training_args,
 )
+from library.training.flag_rules import FlagError, check_training_flags
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "training_options.md"
 
@@ -63,8 +63,8 @@ def test_groups_compose_without_conflicts():
 
 
 def _validated(parser, *cli):
-    args = parser.parse_args(list(cli))
-    validate_training_args(args)
+    args = parser.parse_args(["--token_string", "mychar", *cli])
+    check_training_flags(args, sdxl=False, dataset=False)
     return args
 
 

@@ -4,6 +4,7 @@ import json
 import time
 
 from library.training import checkpoints as ck
+from library.training.family import SDFamily
 
 
 def test_names_follow_sd_scripts():
@@ -29,7 +30,7 @@ def test_save_last_n_steps_keeps_saves_within_the_window(tmp_path):
 
 def test_metadata_has_modelspec_and_training_record():
     meta = ck.build_metadata(
-        family="sd2", v_parameterization=True, resolution=(768, 768), title=None, token_string="mychar4", num_vectors=4,
+        architecture=SDFamily("sd2").modelspec_architecture(v_parameterization=True), v_parameterization=True, resolution=(768, 768), title=None, token_string="mychar4", num_vectors=4,
         step=10, epoch=1, base_model="model.safetensors", base_model_hash="ab" * 32, training_args={"learning_rate": "5e-3"},
     )
     assert meta["modelspec.architecture"] == "stable-diffusion-v2-768-v/textual-inversion"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import train_textual_inversion
+from library.training.parser import build_parser
 from library.models.loading import load_models
 from library.toyworld.world import HELD_OUT, caption, make_dataset
 from library.training import loop
@@ -63,7 +63,7 @@ def _dataset_with_regularisation_images(root):
 def test_regularisation_batches_skip_the_backward_and_train_the_same_vectors(tiny_model_dir, tmp_path, monkeypatch, family, accumulation, extra):
     config = _dataset_with_regularisation_images(tmp_path / "data")
     sdxl = family == "sdxl"
-    parser = train_textual_inversion.setup_parser(sdxl)
+    parser = build_parser(sdxl)
 
     def run(out):
         # AdamW's default weight decay and its momentum move the vectors on zero-gradient steps too
