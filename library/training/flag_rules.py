@@ -158,6 +158,14 @@ def _logging(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
         logger.warning("%s: no effect unless --log_with is wandb or all", " and ".join(wandb_only))
 
 
+def _sdxl_encoders(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    chosen = getattr(args, "ti_text_encoders", None) if sdxl else None
+    if chosen is not None:
+        wanted = {part.strip().lower() for part in chosen.split(",") if part.strip()}
+        if not wanted or wanted - {"l", "g"}:
+            problems.add(f"--ti_text_encoders takes 'l', 'g' or 'l,g' (got {chosen!r})")
+
+
 def _disabled_intervals(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
     """sd-scripts treats a non-positive interval as 'off'; say so instead of dividing by it."""
     for flag in ("sample_every_n_steps", "sample_every_n_epochs"):
@@ -259,6 +267,7 @@ FLAG_RULES: tuple[Rule, ...] = (
     _machine,
     _noise_and_loss,
     _refused,
+    _sdxl_encoders,
     _optimizer,
     _logging,
     _disabled_intervals,
