@@ -40,6 +40,9 @@ TRAINER_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
         "it frees full-model gradients as the optimizer steps; TI's only gradients are the few trained vectors, "
         "and sd-scripts' TI trainer does not fuse either",
     ),
+    # the diffusers example's (see diffusers_example_flags.py, docs/migrating.md)
+    CompatFlag("--local_rank", "diffusers example's flag; accelerate sets each process's rank",
+               {"type": int, "default": None}),
 )
 
 GEN_IMG_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
