@@ -88,6 +88,18 @@ def _machine(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
             _require(problems, "xformers", "--xformers")
 
 
+def _slow_bf16(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """bf16 on a CPU without bf16 instructions is emulated: allowed, but the user is told before hours go by."""
+    from library.hardware import cpu_has_native_bf16
+
+    on_cpu = not torch.cuda.is_available() and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    if on_cpu and args.mixed_precision == "bf16" and not cpu_has_native_bf16():
+        logger.warning(
+            "--mixed_precision bf16 on this CPU, which has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated and can be "
+            "100x slower than --mixed_precision no (fp32)"
+        )
+
+
 def _require(problems: Problems, module: str, needed_for: str) -> None:
     from library.optional_deps import require
 
@@ -265,6 +277,7 @@ FLAG_RULES: tuple[Rule, ...] = (
     _required_and_counts,
     _precision,
     _machine,
+    _slow_bf16,
     _noise_and_loss,
     _refused,
     _sdxl_encoders,

@@ -117,3 +117,17 @@ def test_ckpt_embeddings_warn_that_web_uis_do_not_list_them(caplog, fmt, warned)
     with caplog.at_level(logging.WARNING):
         assert flag_problems(_args("--token_string", "mychar4", "--save_model_as", fmt), sdxl=False) == []
     assert ("--save_model_as ckpt: AUTOMATIC1111 does not list .ckpt" in caplog.text) == warned
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(caplog, monkeypatch):
+    import library.hardware as hardware
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))  # a CPU without AVX512-BF16/AMX
+    with caplog.at_level(logging.WARNING):
+        assert flag_problems(_args("--token_string", "x", "--mixed_precision", "bf16"), sdxl=False) == []
+    assert "no native bf16" in caplog.text and "--mixed_precision no" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    with caplog.at_level(logging.WARNING):
+        flag_problems(_args("--token_string", "x", "--mixed_precision", "bf16"), sdxl=False)
+    assert "no native bf16" not in caplog.text
