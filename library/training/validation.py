@@ -88,6 +88,5 @@ class Validator:
             logger.info("%s: validation loss %.5f%s", when, loss,
                         "".join(f"; {token} {value:.5f}" for token, value in by_concept.items()))
         if self.accelerator.trackers:
-            prefix = self.args.log_prefix or ""
-            self.accelerator.log({f"{prefix}loss/validation": loss, **{f"{prefix}loss/validation/{t}": v for t, v in by_concept.items()}}, step=step)
+            self.accelerator.log({"loss/validation": loss, **{f"loss/validation/{t}": v for t, v in by_concept.items()}}, step=step)
         return loss

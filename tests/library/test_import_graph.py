@@ -2,6 +2,7 @@
 
 The import graph is read statically with `ast`, including imports inside functions: a cycle hidden behind a
 function-level import still means two modules that cannot be understood (or moved) one without the other.
+Imports under `if TYPE_CHECKING:` are left out: they name a type for annotations and never run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
     """The modules of `known` that `name` imports anywhere in its file (top level or inside functions)."""
     is_package = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block) for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in known)
         elif isinstance(node, ast.ImportFrom):
@@ -45,6 +50,11 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
             found.update(f"{module}.{alias.name}" for alias in node.names if f"{module}.{alias.name}" in known)
     found.discard(name)
     return found
+
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def import_graph(root: Path = LIBRARY) -> dict[str, set[str]]:
