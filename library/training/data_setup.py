@@ -111,7 +111,6 @@ def check_token_in_captions(group, token_string: str, *, templates_used: bool) -
     )
 
 
-<<<<<<< HEAD
 def check_concepts(group, concepts, *, templates_used: bool) -> None:
     """Several concepts (issue 17): each needs images, and its token in at least one of its own captions.
 
@@ -142,7 +141,8 @@ def check_concepts(group, concepts, *, templates_used: bool) -> None:
         if missing:
             logger.warning("%d of %d captions of the concept %r do not contain it; those images teach its vectors nothing (e.g. %r)",
                            len(missing), len(captions), concept.token_string, missing[0][:60])
-=======
+
+
 def warn_near_misses(captions: list[str], token_string: str) -> None:
     """Warn about words that look like the token string but are not it (another case, or inside a longer word)."""
     found = near_misses(captions, token_string)
@@ -153,7 +153,6 @@ def warn_near_misses(captions: list[str], token_string: str) -> None:
             "whole word with exactly this case, as in sd-scripts, so these words do not train the vectors",
             sum(found.values()), token_string, listing,
         )
->>>>>>> main
 
 
 def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) -> None:

@@ -39,13 +39,9 @@ from library.training.resume_check import adopt_saved_seed, check_resume, run_id
 from library.training.state import Progress, load_state, read_progress
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
-<<<<<<< HEAD
+from library.training.tracking import start_tracking
 from library.training.trainable_tokens import setup_concept_tokens, setup_trainable_tokens
 from library.training.concepts import concept_learning_rate, concept_summary_lines, resolve_concepts
-=======
-from library.training.tracking import start_tracking
-from library.training.trainable_tokens import setup_trainable_tokens
->>>>>>> main
 from library.training.zero_gradient import batch_reaches_vectors, fill_missing_gradients
 
 logger = logging.getLogger(__name__)
@@ -193,14 +189,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     if is_main:
         print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
-<<<<<<< HEAD
         if len(concepts) > 1:
             print("\n".join(concept_summary_lines(concepts, tokens, group, rates, stems)), flush=True)
-    if accelerator.trackers == [] and args.log_with:
-        accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
-=======
     start_tracking(accelerator, args)
->>>>>>> main
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
     saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs, stems=stems)
     if is_main:
