@@ -88,3 +88,15 @@ def test_a_concept_learning_rate_is_scaled_like_the_command_line_rate():
     concept, cli = resolve_concepts(params, _args())
     assert concept_learning_rate(concept, base=0.004, cli_rate=0.002) == pytest.approx(0.02)  # --scale_lr doubled it
     assert concept_learning_rate(cli, base=0.004, cli_rate=0.002) == 0.004
+
+
+def test_the_example_config_trains_three_concepts():
+    from pathlib import Path
+
+    from library.dataset.config import load_dataset_config
+
+    example = Path(__file__).resolve().parents[3] / "configs" / "dataset_concepts_example.toml"
+    concepts = resolve_concepts(load_dataset_config(example, _args()), _args(output_name="mychar"))
+    assert [(c.token_string, c.num_vectors, c.file_stem(False, "mychar")) for c in concepts] == [
+        ("mychar4", 2, "mychar"), ("myhat7", 2, "myhat7"), ("mystyle3", 4, "mystyle3")]
+    assert concepts[1].learning_rate == 0.003 and concepts[2].init_word == "painting"
