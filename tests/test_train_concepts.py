@@ -16,6 +16,8 @@ from tests.helpers.training import TOKEN, train_argv
 
 SECOND = "toyxcube"
 
+pytestmark = pytest.mark.training  # the trainer runs end to end here; `make test-fast` leaves these out
+
 
 def make_two_concept_dataset(root: Path, *, extra_general: str = "", second_keys: str = "") -> Path:
     """Two image folders: the first trains the command-line concept (TOKEN), the second names its own concept."""
@@ -181,3 +183,12 @@ def test_two_processes_train_every_concept(tiny_model_dir, tmp_path):
         vectors = load_file(str(tmp_path / "two" / f"{name}.safetensors"))["emb_params"]
         assert torch.isfinite(vectors).all()
         assert (tmp_path / "two" / f"{name}-step00000002.safetensors").is_file()
+
+
+def test_a_concept_with_more_vectors_than_a_caption_holds_is_refused_before_loading(tmp_path):
+    from library.training.flag_rules import check_training_flags
+
+    config = make_two_concept_dataset(tmp_path, second_keys="")
+    config.write_text(config.read_text().replace("num_vectors_per_token = 1", "num_vectors_per_token = 80"))
+    with pytest.raises(UserError, match=rf"num_vectors_per_token 80 of the concept '{SECOND}' \(datasets\[0\]\.subsets\[1\]\) cannot fit the 75-token window"):
+        check_training_flags(parse_training_args(train_argv(tmp_path, config, tmp_path)), sdxl=False)

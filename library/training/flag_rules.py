@@ -342,9 +342,19 @@ def _concept_problems(args: argparse.Namespace, params, problems: Problems) -> N
                 f"(or set token_string in the dataset config for {', '.join(unnamed)})"
             )
     try:
-        resolve_concepts(params, args)
+        concepts = resolve_concepts(params, args)
     except UserError as err:
         problems.add(str(err))
+        return
+    from library.training.token_window import token_window
+
+    window = token_window(args)
+    for concept in concepts:
+        if concept.num_vectors > window and concept.num_vectors != getattr(args, "num_vectors_per_token", None):  # the flag's own is reported above
+            problems.add(
+                f"num_vectors_per_token {concept.num_vectors} of the concept {concept.token_string!r} ({', '.join(concept.subsets)}) "
+                f"cannot fit the {window}-token window of a caption; use at most {window} vectors, or --max_token_length 150 / 225"
+            )
 
 
 def _validation_without_split(args: argparse.Namespace, params) -> None:

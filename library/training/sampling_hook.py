@@ -34,7 +34,9 @@ class Sampler:
             from library.sampling.triggers import warn_prompts_without_triggers
 
             self.specs = parse_prompt_file(args.sample_prompts, strict=False)
-            warn_prompts_without_triggers(self.specs, tokens.triggers())
+            # every concept's token string is a trigger (several concepts in one run, issue 17)
+            triggers = tokens.triggers() if hasattr(tokens, "triggers") else {tokens.token_string: tokens.names}
+            warn_prompts_without_triggers(self.specs, triggers)
         elif getattr(args, "_sample_prompt_lines", None):
             from library.sampling.prompt_options import parse_prompt_line
 
