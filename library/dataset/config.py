@@ -391,6 +391,8 @@ def _check_subset_values(label: str, style: str, p: SubsetParams, sources: dict,
         problems.add(f"{at('learning_rate')} must be above 0, got {p.learning_rate}")
     if p.token_string is not None and (not p.token_string.strip() or any(c.isspace() for c in p.token_string)):
         problems.add(f"{at('token_string')} must be one word without spaces, got {p.token_string!r}")
+    if p.output_name is not None and (not p.output_name.strip() or p.output_name in (".", "..") or any(c in p.output_name for c in "/\\\0")):
+        problems.add(f"{at('output_name')} {p.output_name!r} must be a plain file name without folders (put folders in --output_dir)")
     if p.caption_separator == "":
         problems.add(f"{at('caption_separator')} must not be empty")
     if p.face_crop_aug_range is not None:

@@ -138,6 +138,9 @@ def _clashes(concepts: list[Concept], args: argparse.Namespace) -> list[str]:
         stems: dict[str, Concept] = {}
         for c in concepts:
             stem = c.file_stem(False, getattr(args, "output_name", None))
+            if stem in (".", "..") or any(ch in stem for ch in "/\\\0"):
+                problems.append(f"the concept {c.token_string!r} ({_where(c)}) would be saved as {stem!r}, which is not a plain "
+                                "file name; give it an output_name")
             other = stems.get(stem)
             if other is not None:
                 problems.append(

@@ -100,3 +100,12 @@ def test_the_example_config_trains_three_concepts():
     assert [(c.token_string, c.num_vectors, c.file_stem(False, "mychar")) for c in concepts] == [
         ("mychar4", 2, "mychar"), ("myhat7", 2, "myhat7"), ("mystyle3", 4, "mystyle3")]
     assert concepts[1].learning_rate == 0.003 and concepts[2].init_word == "painting"
+
+
+def test_a_concept_file_name_stays_inside_the_output_folder():
+    from library.dataset.config_schema import DatasetConfigError
+
+    with pytest.raises(DatasetConfigError, match=r"output_name '\.\./x' must be a plain file name"):
+        _params({"token_string": "aaax1", "output_name": "../x"})
+    with pytest.raises(UserError, match=r"would be saved as 'a/b', which is not a plain file name"):
+        resolve_concepts(_params({}, {"token_string": "a/b"}), _args())
