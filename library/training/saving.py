@@ -118,7 +118,7 @@ class Saver:
 
         png = path.with_name(path.name.rsplit(".", 1)[0] + ".png")
         picture = self.preview(step) if self.preview is not None else None
-        save_embedding(png, self.tokens.vectors_by_slot(), token=self.tokens.token_string, step=step,
+        save_embedding(png, self.tokens.published_vectors(), token=self.tokens.token_string, step=step,
                        metadata=self._metadata(step, epoch), format="a1111-png", dtype=self.args.save_precision, picture=picture)
         logger.info("saved embedding image: %s", png)
 
