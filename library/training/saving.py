@@ -159,7 +159,7 @@ class Saver:
             description=args.metadata_description,
             license=args.metadata_license,
             tags=args.metadata_tags,
-            extra=self.modelspec_extras,
+            extra={**self.modelspec_extras, **({"ss_training_comment": args.training_comment} if args.training_comment else {})},
         )
 
     def _remove(self, paths: list[Path]) -> None:
