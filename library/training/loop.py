@@ -274,5 +274,6 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
     accelerator.end_training()
+    preflight.release_output_locks()  # the output name is free for the next run in this process or another
     return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses)
 
