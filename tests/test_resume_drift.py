@@ -14,7 +14,7 @@ from library.training.loop import train
 from library.training.parser import parse_training_args
 from tests.helpers.training import make_ti_dataset, train_argv
 
-pytestmark = pytest.mark.slow  # trains the tiny model
+pytestmark = [pytest.mark.slow, pytest.mark.training]  # trains the tiny model
 
 
 def run_training(argv: list[str]):

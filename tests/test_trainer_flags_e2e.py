@@ -12,7 +12,7 @@ from library.training.loop import train
 from library.training.parser import parse_training_args
 from tests.helpers.training import make_ti_dataset, train_argv
 
-pytestmark = pytest.mark.slow  # each test trains the tiny model (10-30 s on two shared cores)
+pytestmark = [pytest.mark.slow, pytest.mark.training]  # each test trains the tiny model (10-30 s on two shared cores)
 
 
 def run_training(argv: list[str]):

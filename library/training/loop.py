@@ -308,5 +308,6 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             if chart:
                 logger.info("saved the loss chart of %r: %s", concepts[index].token_string, chart)
     accelerator.end_training()
+    preflight.release_output_locks()  # the output name is free for the next run in this process or another
     return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, saver.final_paths, validator.concept_losses)
 

@@ -22,6 +22,7 @@ def test_bad_input_is_refused_clearly(case, ctx):
     assert not (ctx.tmp / bad_files.PWNED).exists(), "a malicious pickle ran code"
 
 
+@pytest.mark.training
 def test_vectors_plus_the_longest_caption_past_the_window_are_warned_about(ctx, caplog):
     """Issue 19: 100 vectors used to train 74 without a word; vectors that fit alone but not with a caption are warned."""
     import shutil

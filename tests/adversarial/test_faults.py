@@ -26,6 +26,7 @@ def _fresh_fault_counter():
     atomic._fault_counts.clear()
 
 
+@pytest.mark.training
 def test_disk_full_during_a_save_is_one_line_naming_the_file_and_earlier_saves_survive(ctx, monkeypatch):
     monkeypatch.setenv(atomic.FAULT_ENV, "enospc:tmp-written:2")  # the second file the run writes finds the disk full
     outcome = run_in_process(train_textual_inversion.main, ctx.argv("--save_every_n_steps=1", steps=3))
@@ -35,6 +36,7 @@ def test_disk_full_during_a_save_is_one_line_naming_the_file_and_earlier_saves_s
     assert not list(ctx.out.glob(".*.tmp"))  # the failed temp file was removed
 
 
+@pytest.mark.training
 def test_a_run_that_cannot_fit_its_saves_on_the_disk_is_refused_before_training(ctx, monkeypatch):
     import shutil
 
@@ -47,6 +49,7 @@ def test_a_run_that_cannot_fit_its_saves_on_the_disk_is_refused_before_training(
     assert ctx.good_is_untouched()
 
 
+@pytest.mark.training
 def test_a_non_finite_loss_keeps_only_finite_vectors(ctx):
     argv = ctx.argv("--learning_rate=1e36", "--max_grad_norm=0", "--optimizer_type=SGDNesterov", steps=6)
     outcome = run_in_process(train_textual_inversion.main, argv)
@@ -54,6 +57,7 @@ def test_a_non_finite_loss_keeps_only_finite_vectors(ctx):
     assert torch.isfinite(load_file(str(ctx.good))["emb_params"]).all()  # "last good" means finite
 
 
+@pytest.mark.training
 def test_an_existing_output_is_overwritten_as_sd_scripts_does_and_the_log_says_so(ctx, caplog):
     outcome = run_in_process(train_textual_inversion.main, ctx.argv())
     assert_accepted(outcome)
@@ -61,6 +65,7 @@ def test_an_existing_output_is_overwritten_as_sd_scripts_does_and_the_log_says_s
     assert any("already exists" in r.getMessage() and str(ctx.good) in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.training
 def test_a_second_run_on_the_same_output_name_is_refused_while_the_first_runs(ctx):
     """Two runs writing NAME into one folder would interleave their step saves and retention; the second is refused."""
     lock = ctx.out / ".ti.lock"
@@ -168,6 +173,7 @@ def straight_vectors(adversarial_world, tmp_path_factory) -> torch.Tensor:
     return _final_vectors(out)
 
 
+@pytest.mark.training
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["tmp-created:3", "tmp-half:3", "tmp-synced:4", "renamed:4"])
 def test_a_trainer_killed_during_a_save_leaves_only_whole_files_and_resumes_to_the_uninterrupted_result(ctx, point, straight_vectors):
