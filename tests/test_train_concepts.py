@@ -53,7 +53,11 @@ def test_two_concepts_train_in_one_run_and_each_gets_its_own_file(tiny_model_dir
     assert (tmp_path / "ti-step00000002.safetensors").is_file() and (tmp_path / f"{SECOND}-step00000002.safetensors").is_file()
     assert torch.equal(load_file(str(tmp_path / "ti.safetensors"))["emb_params"], first.vectors_by_slot()["emb_params"])
     assert torch.equal(load_file(str(tmp_path / f"{SECOND}.safetensors"))["emb_params"], second.vectors_by_slot()["emb_params"])
-    # both concepts moved from their init words: each received gradient
+    # both concepts moved away from their init words: each received its gradient
+    encoder, tokenizer = result.models.text_encoders[0], result.models.tokenizers[0]
+    for unit, word in ((first, "star"), (second, "cross")):
+        row = encoder.get_input_embeddings().weight[tokenizer(word, add_special_tokens=False).input_ids[0]].float()
+        assert not torch.allclose(unit.vectors_by_slot()["emb_params"][0], row.cpu()), unit.token_string
     out = capsys.readouterr().out
     assert "concepts:         2" in out and f"'{SECOND}': 1 vector(s)" in out and "4 images (4 with repeats)" in out
     assert "2 images (4 with repeats)" in out
