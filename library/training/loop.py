@@ -33,6 +33,7 @@ from library.training.loss_chart import draw_loss_chart
 from library.training.noise import apply_zero_terminal_snr
 from library.training.flag_rules import check_training_flags
 from library.training import preflight
+from library.training.precision import step_was_skipped
 from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
 from library.training.token_window import token_window, warn_if_captions_overflow
 from library.training.state import Progress, load_state
@@ -59,6 +60,7 @@ class TrainResult:
     tokens: object = None
     skipped_backwards: int = 0  # batches that could not reach the vectors (exact zero gradient, no backward)
     validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of each validation
+    overflow_skipped_steps: int = 0  # fp16: optimizer steps the loss scaler skipped (gradients overflowed)
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -175,7 +177,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     losses: list[float] = []
     skipped_backwards = 0  # batches whose captions hold no trained token (see zero_gradient)
+    overflow_skipped = 0  # fp16 steps the loss scaler skipped: the vectors were not written (see precision)
     global_step = progress.global_step
+    progress_start = global_step
     bar = tqdm(total=max_steps, initial=global_step, smoothing=0, disable=not is_main, desc="steps")
     if args.sample_at_first and global_step == 0:
         sampler.sample(step=0)
@@ -222,6 +226,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     if accelerator.sync_gradients and args.max_grad_norm:
                         accelerator.clip_grad_norm_(tokens.parameters(), args.max_grad_norm)  # every trained vector, all encoders
                     optimizer.step()
+                    if accelerator.sync_gradients and step_was_skipped(optimizer):
+                        overflow_skipped += 1
+                        logger.debug("step %d: fp16 gradients overflowed; the loss scaler skipped the update", global_step + 1)
                     optimizer.zero_grad(set_to_none=True)
                 if not accelerator.sync_gradients:
                     continue
@@ -260,6 +267,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             "%d batch(es) had no trained token in their captions (regularisation images, captions without the token string or with it truncated away): "
             "their gradient is exactly zero, so their backward pass was skipped", skipped_backwards,
         )
+    if accelerator.scaler is not None and is_main:
+        logger.info("fp16 loss scaling: %d of %d optimizer step(s) skipped because their gradients overflowed; final loss scale %g",
+                    overflow_skipped, global_step - progress_start, accelerator.scaler.get_scale())
     final = saver.save_final(global_step, progress.epoch)
     if args.save_state or args.save_state_on_train_end:
         saver.save_final_state(progress, optimizer, lr_scheduler)
@@ -267,7 +277,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
     accelerator.end_training()
-    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses)
+    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, overflow_skipped)
 
 
 def check_resume_matches(path: str, progress: Progress, tokens) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from library.models.fp8_storage import compute_dtype_of
 from library.training.family import ConditioningSettings
+from library.training.precision import check_finite_latents
 from library.training.loss import LossSettings
 from library.training.noise import NoiseSettings
 
@@ -56,6 +57,7 @@ def encode_images(vae, images: torch.Tensor, scale: float, shift: float, generat
     with torch.no_grad():
         dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
     mean, std = dist.mean.float(), dist.std.float()
+    check_finite_latents(mean, vae.dtype, "a training batch")  # without --cache_latents, a half VAE's overflow shows here
     eps = torch.cat([torch.randn(mean.shape[1:], generator=g).unsqueeze(0) for g in generators]).to(mean.device)
     return (mean + std * eps - shift) * scale
 
