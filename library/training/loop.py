@@ -32,7 +32,7 @@ from library.training.loss import snr_table
 from library.training.loss_chart import draw_loss_chart
 from library.training.noise import apply_zero_terminal_snr
 from library.training.flag_rules import check_training_flags
-from library.training import preflight
+from library.training import memory_estimate, preflight
 from library.training.precision import step_was_skipped
 from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
 from library.training.token_window import token_window, warn_if_captions_overflow
@@ -88,6 +88,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     for module in (models.unet, *models.text_encoders):
         module.requires_grad_(False).to(weight_dtype)
     models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
+    loaded_weight_bytes = memory_estimate.weight_bytes_by_dtype([models.unet, *models.text_encoders, models.vae])  # before the VAE may be freed
     if args.fp8_base:
         from library.models.fp8_storage import store_in_fp8
 
@@ -161,6 +162,11 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     if is_main:
         print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
+        estimate = memory_estimate.estimate_for_run(
+            models, tokens, group, device, loaded_weight_bytes, gradient_checkpointing=args.gradient_checkpointing,
+            activation_dtype=weight_dtype, max_token_length=args.max_token_length, optimizer=optimizer,
+        )
+        print("\n".join(estimate.lines()), flush=True)
     if accelerator.trackers == [] and args.log_with:
         accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
@@ -276,6 +282,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if is_main:
         chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
         logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
+    if is_main:
+        measured = memory_estimate.measured_peak_bytes(device)
+        logger.info("memory: measured peak %.2f GiB on %s (%s; estimated %.2f GiB)", measured / memory_estimate.GIB, device,
+                    "max_memory_allocated" if device.type == "cuda" else "peak RSS", estimate.total / memory_estimate.GIB)
     accelerator.end_training()
     return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, overflow_skipped)
 
