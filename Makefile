@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean device-check
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# On a CUDA machine: full-size random models, the GPU matrix of docs/performance.md (under 8 minutes on one modern GPU).
+# On a CPU: the same matrix on the tiny models, CUDA-only cases skipped with the reason.
+device-check: $(STAMP)
+	$(BIN)/python tools/device_check.py --out device_check
 
 clean:
 	rm -rf $(VENV) demo_out
