@@ -15,6 +15,7 @@ import sys
 from library.cli import add_logging_arguments, configure_console_logging, run_main
 from library.sampling import gen_img_run as run
 from library.sampling import inputs
+from library.sampling.gen_img_arguments import add_feature_arguments
 from library.writable import check_writable_dir
 
 
@@ -82,6 +83,7 @@ def setup_parser() -> argparse.ArgumentParser:
     speed.add_argument("--bf16", action="store_true", help="run in bfloat16")
     speed.add_argument("--xformers", action="store_true", help="use xformers attention (needs the xformers package and CUDA)")
     speed.add_argument("--sdpa", action="store_true", help="use PyTorch's scaled-dot-product attention (the default in PyTorch 2)")
+    add_feature_arguments(parser)
     add_logging_arguments(parser)  # sd-scripts' --console_log_level / --console_log_file / --console_log_simple
     return parser
 

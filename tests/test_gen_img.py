@@ -207,6 +207,7 @@ def test_xformers_missing_says_how_to_install(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.training  # the demo fixture trains the embedding
 def test_the_demo_embedding_draws_its_concept_on_the_toy_model(toy_demo_out, tmp_path):
     """End to end on the shipped toy model: the embedding the README's main job trained, loaded by file name."""
     from library.toyworld.classifier import classify

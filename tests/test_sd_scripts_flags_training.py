@@ -19,6 +19,8 @@ from library.models.fp8_storage import FP8_DTYPE
 from library.training.loop import train
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
 
+pytestmark = pytest.mark.training  # runs the trainer end to end; `make test-fast` leaves it out
+
 
 @pytest.fixture
 def restore_logging():

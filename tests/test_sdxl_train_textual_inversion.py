@@ -15,6 +15,8 @@ from library.training.loop import train
 from sdxl_train_textual_inversion import main as sdxl_main
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
 
+pytestmark = pytest.mark.training  # every test here runs the trainer; `make test-fast` leaves them out
+
 
 def run_sdxl(argv: list[str]):
     return train(parse_training_args(argv, sdxl=True), sdxl=True)

@@ -17,10 +17,17 @@ from library.cli import run_main
 from library.embeddings import read_embedding, save_embedding
 from library.models.loading import load_models
 from library.training.parser import parse_training_args
+from library.toyworld.world import HELD_OUT, caption, make_dataset
+from library.training import loop
+from library.training.config_file import parse_args_with_config
 from library.training.loop import train
+from library.training.trainable_tokens import TrainableTokens
+from tests.helpers.a1111 import a1111_refusal
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.training  # every test here runs the trainer; `make test-fast` leaves them out
 
 
 def run_training(argv: list[str]):
@@ -85,6 +92,7 @@ def test_sampling_and_epoch_saves_follow_sd_scripts_names(tiny_model_dir, tmp_pa
     assert len(samples) == 3 and samples[0].startswith("ti_000002_00_") and samples[0].endswith("_5.png")
     emb = read_embedding(out / "ti.pt")
     assert emb.layout == "a1111" and emb.num_vectors == 2
+    assert all(a1111_refusal(p) is None for p in out.glob("*.pt"))  # AUTOMATIC1111's safe unpickler loads them
 
 
 def _exit_code_and_error(argv, capsys) -> tuple[int, str]:
@@ -208,3 +216,69 @@ def test_ctrl_c_saves_the_current_vectors(tiny_model_dir, tmp_path, sd1_dataset,
     assert run_main(train_textual_inversion.main, train_argv(tiny_model_dir("sd1"), sd1_dataset, tmp_path, steps=6)) == 130
     emb = read_embedding(tmp_path / "ti.safetensors")
     assert emb.step == 2
+
+
+def _dataset_with_regularisation_images(root):
+    """Two images of the concept captioned with the token and two regularisation images without it."""
+    make_dataset(root / "train", 2, seed=1, include=[HELD_OUT], caption_fn=lambda scene: caption(scene, subject=TOKEN))
+    make_dataset(root / "reg", 2, seed=2, include=[HELD_OUT], caption_fn=lambda scene: caption(scene, subject="star"))
+    config = root / "dataset.toml"
+    config.write_text(
+        "[general]\ncaption_extension = '.txt'\n[[datasets]]\nresolution = 64\nbatch_size = 1\n"
+        f"[[datasets.subsets]]\nimage_dir = '{(root / 'train').as_posix()}'\n"
+        f"[[datasets.subsets]]\nimage_dir = '{(root / 'reg').as_posix()}'\nis_reg = true\n"
+    )
+    return config
+
+
+# --torch_compile keeps the graph (no recompile for no-grad mode) and skips only the backward
+@pytest.mark.parametrize(("family", "accumulation", "extra"), [
+    ("sd1", 1, []), ("sd1", 2, []), ("sdxl", 1, []), ("sd1", 1, ["--torch_compile", "--dynamo_backend=aot_eager"]),
+])
+def test_regularisation_batches_skip_the_backward_and_train_the_same_vectors(tiny_model_dir, tmp_path, monkeypatch, family, accumulation, extra):
+    config = _dataset_with_regularisation_images(tmp_path / "data")
+    sdxl = family == "sdxl"
+    parser = train_textual_inversion.setup_parser(sdxl)
+
+    def run(out):
+        # AdamW's default weight decay and its momentum move the vectors on zero-gradient steps too
+        argv = train_argv(tiny_model_dir(family), config, out, "--cache_latents", f"--gradient_accumulation_steps={accumulation}", *extra, steps=6)
+        return loop.train(parse_args_with_config(parser, argv), sdxl=sdxl)
+
+    skipping = run(tmp_path / "skipping")
+    monkeypatch.setattr(loop, "batch_reaches_vectors", lambda *args: True)  # the plain path: a backward for every batch
+    every_backward = run(tmp_path / "every_backward")
+
+    assert skipping.skipped_backwards > 0 and every_backward.skipped_backwards == 0
+    for slot, vectors in skipping.tokens.vectors_by_slot().items():
+        assert torch.equal(vectors, every_backward.tokens.vectors_by_slot()[slot]), slot
+    torch.testing.assert_close(torch.tensor(skipping.losses), torch.tensor(every_backward.losses))  # same logged losses
+
+
+def test_files_and_samples_follow_the_published_vectors_and_states_keep_the_live_ones(tiny_model_dir, tmp_path, monkeypatch):
+    real = TrainableTokens.published_vectors
+    seen_while_sampling = []
+
+    def published_plus_one(self):
+        return {slot: vectors + 1.0 for slot, vectors in real(self).items()}
+
+    import library.sampling as sampling
+
+    real_sample_images = sampling.sample_images
+
+    def recording_sample_images(models, *args, **kwargs):
+        seen_while_sampling.append(models.text_encoders[0].get_input_embeddings().vectors.detach().float().cpu().clone())
+        return real_sample_images(models, *args, **kwargs)
+
+    monkeypatch.setattr(TrainableTokens, "published_vectors", published_plus_one)
+    monkeypatch.setattr(sampling, "sample_images", recording_sample_images)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"a {TOKEN} --w 64 --h 64 --s 1 --d 1\n")
+    argv = train_argv(tiny_model_dir("sd1"), make_ti_dataset(tmp_path / "data"), tmp_path / "out", "--save_state_on_train_end",
+                      f"--sample_prompts={prompts}", "--sample_every_n_steps=2", steps=2)
+    result = train(parse_args_with_config(train_textual_inversion.setup_parser(), argv), sdxl=False)
+
+    live = result.tokens.vectors_by_slot()["emb_params"]
+    assert torch.equal(load_file(str(tmp_path / "out" / "ti.safetensors"))["emb_params"], live + 1.0)
+    assert torch.equal(load_file(str(tmp_path / "out" / "ti-state" / "vectors.safetensors"))["emb_params"], live)
+    assert len(seen_while_sampling) == 1 and torch.equal(seen_while_sampling[0], live + 1.0)

@@ -22,6 +22,10 @@ from library.errors import UserError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     from library.embeddings.convert import TARGETS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
@@ -44,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     convert.add_argument("--name", help="the token name stored inside the file (default: the source's, else its file name)")
     convert.add_argument("--out", help="output file (default: beside the source, same name, the format's extension)")
     convert.add_argument("--force", action="store_true", help="overwrite existing output files")
-    return parser.parse_args(argv)
+    return parser
 
 
 def inspect_files(files: list[str], model: str | None) -> None:

@@ -145,11 +145,11 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         help="like --cache_latents, and keep them in .npz files beside the images for later runs")
     add("--vae_batch_size", type=_int_at_least(1), default=1, metavar="N",
         help="images per VAE call when caching latents (default: %(default)s)")
-    add("--latent_sampling", type=str, default="once", choices=LATENT_SAMPLING_MODES,
-        help="which latent of the VAE's posterior cached latents hold: 'once' = one sample drawn when caching and "
-             "reused every epoch (sd-scripts: latent_dist.sample() at caching time), 'deterministic' = the "
-             "posterior mean, 'random' = mean and std are cached and a new sample is drawn every step "
-             "(A1111's three modes; default: %(default)s)")
+    add("--latent_sampling", type=str, default=None, choices=LATENT_SAMPLING_MODES,
+        help="which latent of the VAE's posterior each image trains on: 'once' = one draw per image, reused every "
+             "epoch, 'deterministic' = the posterior mean, 'random' = a new draw every step (A1111's three modes). "
+             "Default: 'once' with --cache_latents (sd-scripts caches one draw), 'random' without (sd-scripts "
+             "encodes every step); the same choices work with or without caching")
 
     # validation split
     add("--validation_split", type=_fraction, default=0.0, metavar="FRACTION",

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from library.dataset.buckets import BucketManager, Size
 from library.dataset.captions import CaptionOptions, process_caption
-from library.dataset.images import ImageTransform, load_image, load_mask, prepare_image, to_tensor
+from library.dataset.images import ImageTransform, load_image, load_mask, prepare_image, size_conditioning_crop, to_tensor
 from library.dataset.params import DatasetGroupParams, DatasetParams
 from library.dataset.scan import ImageRecord, scan_subset
 from library.dataset.templates import apply_templates, filewords_from_file_name
@@ -275,6 +275,7 @@ class DatasetGroup(Dataset):
 
             flip = transform.flip_aug and rng.random() < 0.5
             latents, alpha, original, crop = latents_for_sample(record, flip, rng)
+            crop = self._conditioning_crop(part, crop, original, record.bucket, flip)
             sample.update(image=None, latents=latents, alpha=alpha, original_size=original, crop=crop, flipped=flip)
             return sample
         loaded = load_image(record.path)
@@ -285,10 +286,19 @@ class DatasetGroup(Dataset):
             latents=None,
             alpha=None if prepared.alpha is None else torch.from_numpy(prepared.alpha),
             original_size=prepared.original_size,
-            crop=prepared.crop_left_top,
+            crop=self._conditioning_crop(part, prepared.crop_left_top, prepared.original_size, record.bucket, prepared.flipped),
             flipped=prepared.flipped,
         )
         return sample
+
+    @staticmethod
+    def _conditioning_crop(part, actual, original, bucket, flipped: bool):
+        """SDXL's crop conditioning (left, top): with buckets sd-scripts' value, not the pixels' crop `actual`
+        (see size_conditioning_crop). Without buckets the actual crop: sd-scripts does not resize such images
+        (it uses them at their size, where both are (0, 0), or random-crops them and passes (0, 0))."""
+        if not part.params.enable_bucket:
+            return actual
+        return size_conditioning_crop(original, bucket, flipped)
 
     # ---- for the trainer
 

@@ -287,6 +287,28 @@ class PreparedImage:
     flipped: bool
 
 
+def size_conditioning_crop(original: Size, bucket: Size, flipped: bool) -> Size:
+    """The (left, top) crop SDXL is conditioned on, computed as sd-scripts does (its `get_crop_ltrb`).
+
+    sd-scripts does not pass the crop it applied: it fits the whole original inside the bucket (aspect kept) and
+    takes the margins, floored: a 768x512 image in a 320x192 bucket gives left 16, top 0, where the pixels were
+    cropped 10 rows from the top. SDXL embeddings trained here are used with models and sd-scripts-trained
+    files conditioned that way, so this value is used, not the actual crop. Flipped, the left margin is
+    measured from the right edge, as sd-scripts does.
+    """
+    bucket_w, bucket_h = bucket
+    image_ar = original[0] / original[1]
+    if bucket_w / bucket_h > image_ar:
+        fitted_w, fitted_h = bucket_h * image_ar, bucket_h
+    else:
+        fitted_w, fitted_h = bucket_w, bucket_w / image_ar
+    left = (bucket_w - fitted_w) // 2
+    top = (bucket_h - fitted_h) // 2
+    if flipped:
+        left = bucket_w - (left + fitted_w)
+    return int(left), int(top)
+
+
 @dataclass(frozen=True)
 class ImageTransform:
     """How one subset turns a file into a training image."""

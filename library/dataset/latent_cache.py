@@ -262,6 +262,12 @@ def cache_latents(
             _cache_batch(group.seed, vae, batch, device, dtype, sampling)
 
 
+def once_generator(seed: int, path) -> torch.Generator:
+    """The generator of an image's one posterior draw (--latent_sampling once): fixed by (seed, path), so a rebuilt
+    cache, and the uncached path, draw the same latents."""
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha1(f"{seed}:{path}".encode()).digest()[:7], "big"))
+
+
 def _cache_batch(seed: int, vae, batch, device, dtype, sampling: str) -> None:
     prepared = []
     for record, transform, _, _ in batch:
@@ -285,10 +291,7 @@ def _cache_batch(seed: int, vae, batch, device, dtype, sampling: str) -> None:
         k += len(views)
         if sampling == "once":
             # a fixed per-image draw, so a rebuilt cache holds the same latents
-            gen = torch.Generator().manual_seed(
-                int.from_bytes(hashlib.sha1(f"{seed}:{record.path}".encode()).digest()[:7], "big")
-            )
-            mean = mean + std * torch.randn(mean.shape, generator=gen)
+            mean = mean + std * torch.randn(mean.shape, generator=once_generator(seed, record.path))
         keep_std = sampling == "random"
         base = views[0]
         tensors = {"latents": mean[0].contiguous()}

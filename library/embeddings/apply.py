@@ -3,7 +3,7 @@
 Each file's trigger word (its file name without extension) becomes N new tokens, named as training names
 them (`badhandv4`, `badhandv41`, ...), added to every tokenizer, with the file's vectors installed behind every
 text encoder (frozen). The returned mapping rewrites prompts, negative prompts included, so the trigger word
-expands to all N tokens.
+(whole word, exact case) expands to all N tokens.
 
 Widths are checked against the loaded text encoders, not hard-coded: a mismatch is a UserError naming the file
 and both widths. One exception, as in ComfyUI: an SD 1.x (CLIP-L only) file on SDXL applies to CLIP-L, with a
@@ -13,7 +13,6 @@ so CLIP-G gets zero vectors for those tokens instead.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -21,7 +20,7 @@ from library.embeddings.formats import SD_SLOTS, SDXL_SLOTS
 from library.embeddings.reader import read_embedding
 from library.errors import UserError
 from library.token_embedding import install_vectors
-from library.tokens import add_new_tokens, new_token_names
+from library.tokens import add_new_tokens, make_token_rewriter, new_token_names
 
 
 def slots_for(family: str) -> tuple[str, ...]:
@@ -63,12 +62,8 @@ def load_embeddings_into(tokenizers: list, text_encoders: list, family: str, pat
 def make_prompt_rewriter(mapping: dict[str, list[str]]) -> Callable[[str], str]:
     """A function that replaces each whole-word trigger word by its token names, in one pass.
 
-    Matching ignores case, as CLIP lowercases prompts. Longer trigger words are tried first, so `bad-hands-5`
-    wins over `bad`, and a replacement is never rewritten again.
+    The same rewrite as training captions and sample prompts (library.tokens.make_token_rewriter): whole word,
+    exact case, longest trigger first, and a trigger already followed by its names (`badhandv4 badhandv41`)
+    gives each vector once.
     """
-    if not mapping:
-        return lambda prompt: prompt
-    by_lower = {trigger.lower(): " ".join(names) for trigger, names in mapping.items()}
-    alternatives = "|".join(re.escape(t) for t in sorted(mapping, key=len, reverse=True))
-    pattern = re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)", re.IGNORECASE)
-    return lambda prompt: pattern.sub(lambda m: by_lower[m.group(0).lower()], prompt)
+    return make_token_rewriter(mapping)

@@ -10,6 +10,12 @@
 
 `pt` and `ckpt` (sd-scripts' --save_model_as values) are a1111-pt. A torch pickle holds only dicts, tensors,
 strings, ints and None, so `torch.load(weights_only=True)` reads it.
+
+Torch pickles are written in torch's legacy (pre-1.6, non-zip) format. torch 2.x's zip format adds entries
+(`.format_version`, `.storage_alignment`, `byteorder`, `.data/serialization_id`) that AUTOMATIC1111's safe
+unpickler refuses as "bad file inside ... may be malicious"; for a non-zip file it instead checks the five
+pickles of the legacy format with its restricted unpickler, which our plain dicts and tensors pass. torch.load
+(weights_only or not), ComfyUI, diffusers and picklescan all read the legacy format.
 """
 
 from __future__ import annotations
@@ -151,8 +157,9 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def _write_torch(path: Path, obj: dict) -> None:
+    """A legacy-format torch pickle (see the module docstring): no zip, so no inner folder or extra entries."""
     with atomic_path(path) as tmp:
-        torch.save(obj, str(tmp))
+        torch.save(obj, str(tmp), _use_new_zipfile_serialization=False)
 
 
 def _write_diffusers(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], step: int | None) -> None:

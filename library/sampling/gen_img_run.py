@@ -18,8 +18,11 @@ logger = logging.getLogger("gen_img")
 
 def check_flags(args: argparse.Namespace) -> None:
     """Reject bad flag values and combinations before any model is loaded."""
+    from library.sampling.gen_img_arguments import check_feature_flags, raise_problems
     from library.sampling.samplers import check_sampler
 
+    args.sampler = check_sampler(args.sampler)
+    raise_problems(check_feature_flags(args))
     if not args.ckpt:
         raise UserError("--ckpt is required: a diffusers folder, a .safetensors/.ckpt file or a hub id")
     sources = [flag for flag, given in (("--prompt", args.prompt is not None), ("--from_file", args.from_file),
@@ -52,7 +55,6 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError("--mask_path needs --image_path: inpainting repaints part of an image")
     if args.negative_scale is not None and args.scale <= 1:
         raise UserError(f"--negative_scale needs --scale above 1 (got {args.scale})")
-    args.sampler = check_sampler(args.sampler)
     for path in args.textual_inversion_embeddings or []:
         if not Path(path).exists():
             raise UserError(f"--textual_inversion_embeddings {path}: no such file or folder")
@@ -95,8 +97,11 @@ def load_model(args: argparse.Namespace, dtype):
     return loaded
 
 
-def make_defaults(args: argparse.Namespace, family: str, init_images: list):
-    """The settings of prompts that do not give their own: flags, else sd-scripts' defaults for the family."""
+def make_defaults(args: argparse.Namespace, family: str, init_images: list, features: dict | None = None):
+    """The settings of prompts that do not give their own: flags, else sd-scripts' defaults for the family.
+
+    `features` holds the Deep Shrink / Gradual Latent defaults (gen_img_arguments.render_settings).
+    """
     from library.sampling.generate import GenerationDefaults, round_size
 
     size = 1024 if family == "sdxl" else 512
@@ -109,7 +114,7 @@ def make_defaults(args: argparse.Namespace, family: str, init_images: list):
         negative_scale=args.negative_scale, strength=0.8 if args.strength is None else args.strength,
         original_width=args.original_width, original_height=args.original_height,
         original_width_negative=args.original_width_negative, original_height_negative=args.original_height_negative,
-        crop_top=args.crop_top or 0, crop_left=args.crop_left or 0,
+        crop_top=args.crop_top or 0, crop_left=args.crop_left or 0, **(features or {}),
     )
 
 
@@ -143,27 +148,45 @@ def generate(args: argparse.Namespace, model, specs: list, init_images: list, ma
     import torch
     from tqdm import tqdm
 
+    import random
+
     from library.models.attention import set_attention
+    from library.sampling.deep_shrink import check_depths
+    from library.sampling.gen_img_arguments import prepare_modules, render_settings
     from library.sampling.generate import ImageRenderer, SeedSource, plan_images
     from library.sampling.inputs import read_interactive
+    from library.sampling.triggers import warn_prompts_without_triggers
     from library.sampling.writer import ImageWriter
 
     for module in (model.unet, model.vae, *model.text_encoders):
         module.to(device)
     set_attention(model.unet, xformers=args.xformers, sdpa=args.sdpa, vae=model.vae)
     rewrite, ti_hashes, triggers = load_embeddings(embeddings or [], model, device)
-
-    from library.sampling.triggers import warn_prompts_without_triggers
-
     warn_prompts_without_triggers(specs, triggers)
-    defaults = make_defaults(args, model.family, init_images)
-    renderer = ImageRenderer(model, clip_skip=args.clip_skip, max_embeddings_multiples=args.max_embeddings_multiples,
-                             prompt_rewrite=rewrite, init_images=init_images, mask_images=mask_images)
+
+    options, features = render_settings(args)
+    defaults = make_defaults(args, model.family, init_images, features)
+    if defaults.deep_shrink is not None:
+        check_depths(model.unet, defaults.deep_shrink)
+    prepare_modules(args, model, defaults.height)
     writer = ImageWriter(args.outdir, family=model.family, model_source=model.source, clip_skip=args.clip_skip,
-                         ti_hashes=ti_hashes, img2img=bool(init_images), sequential=args.sequential_file_name)
+                         ti_hashes=ti_hashes, img2img=bool(init_images), sequential=args.sequential_file_name,
+                         staged=options.highres is not None)
+    stage = "1" if options.highres is not None else ""
+
+    def save(image, job, stage=stage):
+        original = None
+        if args.use_original_file_name and init_images:
+            original = init_images[job.index % len(init_images)].filename
+        return writer.save(image, job, stage=stage, original_name=original)
+
+    renderer = ImageRenderer(model, clip_skip=args.clip_skip, max_embeddings_multiples=args.max_embeddings_multiples,
+                             prompt_rewrite=rewrite, init_images=init_images, mask_images=mask_images, options=options,
+                             on_first_stage=lambda job, image: save(image, job, stage="0"))
     n_iter = 1 if args.interactive else args.n_iter  # as sd-scripts: interactive mode runs each prompt once
     single = len(specs) == 1 and args.images_per_prompt == 1
     seeds = SeedSource(args.seed, single_image=single, iter_same_seed=args.iter_same_seed)
+    shuffle = random.Random(args.seed) if args.shuffle_prompts else None
 
     if args.interactive:
         logger.info(describe(None, specs, defaults, args, model.family, renderer.kind))
@@ -173,18 +196,19 @@ def generate(args: argparse.Namespace, model, specs: list, init_images: list, ma
             jobs = plan_images([spec], defaults, images_per_prompt=args.images_per_prompt, seeds=seeds, start_index=count)
             with torch.inference_mode():
                 for job, image in renderer.render(jobs, args.batch_size):
-                    path = writer.save(image, job)
+                    path = save(image, job)
                     logger.info("line %d: seed %d -> %s", line_no, job.seed, path)
             count += len(jobs)
         renderer.warn_truncated()
         logger.info("done: %d image(s) in %s", count, args.outdir)
         return
 
-    jobs = plan_images(specs, defaults, images_per_prompt=args.images_per_prompt, n_iter=n_iter, seeds=seeds)
+    jobs = plan_images(specs, defaults, images_per_prompt=args.images_per_prompt, n_iter=n_iter, seeds=seeds,
+                       shuffle=shuffle)
     logger.info(describe(len(jobs), specs, defaults, args, model.family, renderer.kind))
     with torch.inference_mode(), tqdm(total=len(jobs), unit="image", disable=None) as progress:
         for job, image in renderer.render(jobs, args.batch_size):
-            writer.save(image, job)
+            save(image, job)
             progress.update(1)
     renderer.warn_truncated()
     logger.info("done: %d image(s) in %s", len(jobs), args.outdir)

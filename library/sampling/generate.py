@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import torch
@@ -23,9 +23,13 @@ from PIL import Image
 
 from library.errors import UserError
 from library.models.fp8_storage import compute_dtype_of
+from library.sampling.deep_shrink import DeepShrink, deep_shrink
+from library.sampling.gradual_latent import GradualLatent, parse_unsharp
+from library.sampling.highres import HighresFix, first_stage_job, second_stage_job
+from library.sampling.noise import NoiseSettings, starting_noise
 from library.sampling.prompt_options import PromptSpec
 from library.sampling.prompt_weighting import PromptEmbeds, PromptEncoder
-from library.sampling.samplers import canonical_sampler, make_sample_scheduler
+from library.sampling.samplers import canonical_sampler, check_zero_terminal_snr, make_sample_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,10 @@ class GenerationDefaults:
     original_height_negative: int | None = None
     crop_top: int = 0
     crop_left: int = 0
+    deep_shrink: DeepShrink | None = None  # --ds_depth_1 given: every prompt; None: only prompts with --dsd1 ...
+    deep_shrink_base: DeepShrink = DeepShrink(3)  # what a prompt's --ds* options override (depth: --ds_depth_1 or 3)
+    gradual_latent: GradualLatent | None = None
+    gradual_latent_base: GradualLatent = GradualLatent(650)
 
 
 @dataclass(frozen=True)
@@ -96,11 +104,14 @@ class ImageJob:
     negative_original_size: tuple[int, int] = (0, 0)
     crop_top_left: tuple[int, int] = (0, 0)
     source: str | None = None
+    deep_shrink: DeepShrink | None = None
+    gradual_latent: GradualLatent | None = None
 
     def batch_key(self) -> tuple:
         """Jobs with equal keys can share one pipeline call (everything but prompts and seed)."""
         return (self.width, self.height, self.steps, self.scale, self.sampler, self.negative_scale, self.strength,
-                self.original_size, self.negative_original_size, self.crop_top_left)
+                self.original_size, self.negative_original_size, self.crop_top_left, self.deep_shrink,
+                self.gradual_latent)
 
 
 def round_size(value: int) -> int:
@@ -138,7 +149,33 @@ def resolve_spec(spec: PromptSpec, defaults: GenerationDefaults) -> dict:
         negative_original_size=negative_original,
         crop_top_left=(_pick(spec.crop_top, defaults.crop_top), _pick(spec.crop_left, defaults.crop_left)),
         source=spec.source,
+        deep_shrink=_deep_shrink_for(spec, defaults),
+        gradual_latent=_gradual_latent_for(spec, defaults),
     )
+
+
+_DS_FIELDS = {"ds_depth_1": "depth_1", "ds_timesteps_1": "timesteps_1", "ds_depth_2": "depth_2",
+              "ds_timesteps_2": "timesteps_2", "ds_ratio": "ratio"}
+_GL_FIELDS = {"gl_timesteps": "timesteps", "gl_ratio": "ratio", "gl_every_n_steps": "every_n_steps",
+              "gl_ratio_step": "ratio_step", "gl_s_noise": "s_noise"}
+
+
+def _deep_shrink_for(spec: PromptSpec, defaults: GenerationDefaults) -> DeepShrink | None:
+    """The run's Deep Shrink, or the prompt's: any --ds* option switches it on for that prompt (sd-scripts)."""
+    overrides = {name: getattr(spec, key) for key, name in _DS_FIELDS.items() if getattr(spec, key) is not None}
+    if not overrides:
+        return defaults.deep_shrink
+    return replace(defaults.deep_shrink or defaults.deep_shrink_base, **overrides)
+
+
+def _gradual_latent_for(spec: PromptSpec, defaults: GenerationDefaults) -> GradualLatent | None:
+    """The run's Gradual Latent, or the prompt's: any --gl* option switches it on for that prompt (sd-scripts)."""
+    overrides = {name: getattr(spec, key) for key, name in _GL_FIELDS.items() if getattr(spec, key) is not None}
+    if spec.gl_unsharp is not None:
+        overrides["unsharp"] = parse_unsharp(spec.gl_unsharp, f"{spec.source or 'prompt'} --glus")
+    if not overrides:
+        return defaults.gradual_latent
+    return replace(defaults.gradual_latent or defaults.gradual_latent_base, **overrides)
 
 
 class SeedSource:
@@ -175,14 +212,21 @@ def plan_images(
     n_iter: int = 1,
     seeds: SeedSource | None = None,
     start_index: int = 0,
+    shuffle: random.Random | None = None,
 ) -> list[ImageJob]:
-    """One ImageJob per image: n_iter x prompts x images_per_prompt, in sd-scripts' order."""
+    """One ImageJob per image: n_iter x prompts x images_per_prompt, in sd-scripts' order.
+
+    `shuffle` (--shuffle_prompts) shuffles the prompts anew for each iteration with that generator.
+    """
     seeds = seeds or SeedSource()
     jobs: list[ImageJob] = []
-    resolved = [resolve_spec(spec, defaults) for spec in specs]
+    resolved = list(enumerate(zip(specs, [resolve_spec(spec, defaults) for spec in specs])))
     for _ in range(n_iter):
         seeds.start_iteration()
-        for prompt_index, (spec, settings) in enumerate(zip(specs, resolved)):
+        order = list(resolved)
+        if shuffle is not None:
+            shuffle.shuffle(order)
+        for prompt_index, (spec, settings) in order:
             given = list(spec.seeds)
             for _k in range(images_per_prompt):
                 # sd-scripts: prompt seeds are used in turn; the last one repeats; a final -1 means random
@@ -308,8 +352,8 @@ def build_pipeline(model: SamplingModel, scheduler, kind: str = "txt2img"):
     return pipe
 
 
-def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
-    """Latents -> PIL images, running the VAE in its own dtype and on its own device."""
+def decode_latents(vae, latents: torch.Tensor, batch_size: int = 1) -> list[Image.Image]:
+    """Latents -> PIL images, running the VAE in its own dtype and on its own device, `batch_size` at a time."""
     from diffusers.image_processor import VaeImageProcessor
 
     param = next(vae.parameters())
@@ -317,8 +361,8 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
     shift = getattr(vae.config, "shift_factor", None)
     if shift:
         latents = latents + shift
-    # one image at a time: decoding is where large images peak in memory
-    image = torch.cat([vae.decode(one, return_dict=False)[0] for one in latents.split(1)])
+    # one image at a time by default: decoding is where large images peak in memory (--vae_batch_size raises it)
+    image = torch.cat([vae.decode(part, return_dict=False)[0] for part in latents.split(max(1, batch_size))])
     if not torch.isfinite(image).all():
         logger.warning("the VAE produced NaN/inf pixels (common for SDXL's VAE in fp16); try --no_half_vae")
     scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -328,6 +372,17 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
 def _fit(image: Image.Image, width: int, height: int, mode: str = "RGB") -> Image.Image:
     image = image.convert(mode)
     return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Run-wide settings of rendering (gen_img.py's flags); the defaults are plain sampling."""
+
+    vae_batch_size: int = 1  # images per VAE decode
+    noise: NoiseSettings | None = None  # noise offset / pyramid noise of the starting noise (txt2img)
+    zero_terminal_snr: bool = False
+    highres: HighresFix | None = None
+    emb_normalize_mode: str = "original"
 
 
 @dataclass
@@ -341,13 +396,15 @@ class ImageRenderer:
     prompt_rewrite: Callable[[str], str] | None = None  # e.g. embedding trigger -> its N token names
     init_images: list[Image.Image] = field(default_factory=list)
     mask_images: list[Image.Image] = field(default_factory=list)
+    options: RenderOptions = RenderOptions()
+    on_first_stage: Callable[[ImageJob, Image.Image], None] | None = None  # highres fix: the small images
 
     def __post_init__(self):
         if self.mask_images and not self.init_images:
             raise UserError("--mask_path needs --image_path (inpainting paints into an image)")
         self.encoder = PromptEncoder(self.model.family, self.model.tokenizers, self.model.text_encoders,
                                      clip_skip=self.clip_skip, max_embeddings_multiples=self.max_embeddings_multiples,
-                                     rewrite=self.prompt_rewrite)
+                                     rewrite=self.prompt_rewrite, emb_normalize_mode=self.options.emb_normalize_mode)
 
     @property
     def kind(self) -> str:
@@ -360,12 +417,61 @@ class ImageRenderer:
 
     @torch.no_grad()
     def render_batch(self, batch: list[ImageJob]) -> list[Image.Image]:
+        if self.options.highres is not None:
+            return self._render_highres(batch)
+        return self._decode(self._latents(batch))
+
+    def _decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        return decode_latents(self.model.vae, latents, self.options.vae_batch_size)
+
+    def _render_highres(self, batch: list[ImageJob]) -> list[Image.Image]:
+        """Small first stage, upscaled (image or latents), then img2img at the full size (see highres.py)."""
+        fix = self.options.highres
+        first = [first_stage_job(job, fix) for job in batch]
+        latents = self._latents(first)
+        small = self._decode(latents) if (fix.save_first or not fix.latents_upscaling) else None
+        if fix.save_first and self.on_first_stage is not None:
+            for job, image in zip(first, small):
+                self.on_first_stage(job, image)
+        width, height = batch[0].width, batch[0].height
+        if fix.latents_upscaling:
+            factor = 2 ** (len(self.model.vae.config.block_out_channels) - 1)
+            upscaled = torch.nn.functional.interpolate(latents.float(), size=(height // factor, width // factor),
+                                                       mode="bilinear").to(latents.dtype)
+        else:
+            upscaled = [image.resize((width, height), Image.Resampling.LANCZOS) for image in small]
+        return self._decode(self._latents([second_stage_job(job) for job in batch], init=upscaled, kind="img2img"))
+
+    def _scheduler(self, job: ImageJob, full_latent_size: tuple[int, int]):
+        model = self.model
+        prediction = "v_prediction" if model.v_parameterization else None
+        if job.gradual_latent is None:
+            return make_sample_scheduler(job.sampler, model.noise_scheduler, prediction_type=prediction,
+                                         zero_terminal_snr=self.options.zero_terminal_snr)
+        from library.sampling.gradual_latent import scheduler_class
+
+        if job.sampler != "euler_a":
+            raise UserError(f"{job.source or 'prompt'}: Gradual Latent works only with the euler_a sampler (got {job.sampler}); "
+                            "pass --sampler euler_a (or --ss euler_a in the prompt)")
+        scheduler = make_sample_scheduler(job.sampler, model.noise_scheduler, prediction_type=prediction,
+                                          zero_terminal_snr=self.options.zero_terminal_snr, scheduler_class=scheduler_class())
+        scheduler.configure(job.gradual_latent, full_latent_size)
+        return scheduler
+
+    def _latents(self, batch: list[ImageJob], init=None, kind: str | None = None) -> torch.Tensor:
+        """Run one pipeline call for `batch` and return its latents. `init` replaces the run's init images."""
         first = batch[0]
         model = self.model
+        kind = kind or self.kind
         unet_dtype = compute_dtype_of(model.unet)  # not the float8 storage dtype of a --fp8_base U-Net
-        prediction = "v_prediction" if model.v_parameterization else None
-        scheduler = make_sample_scheduler(first.sampler, model.noise_scheduler, prediction_type=prediction)
-        pipe = build_pipeline(model, scheduler, self.kind)
+        factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
+        latent_size = (first.height // factor, first.width // factor)
+        if self.options.zero_terminal_snr:
+            check_zero_terminal_snr(first.sampler, f"{first.source or 'prompt'} sampler")
+        if first.gradual_latent is not None and kind != "txt2img":
+            raise UserError(f"{first.source or 'prompt'}: Gradual Latent is for txt2img; it cannot start from --image_path "
+                            "images or run as the high-resolution fix's second stage")
+        pipe = build_pipeline(model, self._scheduler(first, latent_size), kind)
 
         prompts = [job.prompt for job in batch]
         negatives = [job.negative_prompt for job in batch]
@@ -395,16 +501,28 @@ class ImageRenderer:
                           crops_coords_top_left=first.crop_top_left, negative_original_size=first.negative_original_size,
                           negative_target_size=(first.height, first.width),
                           negative_crops_coords_top_left=first.crop_top_left)
+        noise = self.options.noise
+        if kind == "txt2img" and ((noise is not None and noise.active) or first.gradual_latent is not None):
+            shape = (model.unet.config.in_channels, *latent_size)
+            latents = torch.cat([starting_noise(job.seed, shape, noise, dtype=unet_dtype) for job in batch])
+            if first.gradual_latent is not None:
+                from library.sampling.gradual_latent import shrink_start
+
+                latents = shrink_start(latents, first.gradual_latent)
+            kwargs["latents"] = latents.to(device)
         bridge = contextlib.nullcontext()
-        if self.init_images:
+        if init is not None:
+            kwargs["image"] = init.to(device) if torch.is_tensor(init) else init
+            kwargs["strength"] = first.strength
+            bridge = _vae_dtype_bridge(model.vae)
+        elif self.init_images:
             kwargs["image"] = [_fit(self.init_images[j.index % len(self.init_images)], j.width, j.height) for j in batch]
             kwargs["strength"] = first.strength
             bridge = _vae_dtype_bridge(model.vae)  # the pipelines encode the image with the VAE
-        if self.mask_images:
+        if self.mask_images and kind == "inpaint":
             kwargs["mask_image"] = [_fit(self.mask_images[j.index % len(self.mask_images)], j.width, j.height, "L") for j in batch]
-        with guidance, bridge:
-            latents = pipe(**kwargs).images
-        return decode_latents(model.vae, latents)
+        with guidance, bridge, deep_shrink(model.unet, first.deep_shrink):
+            return pipe(**kwargs).images
 
     def warn_truncated(self) -> None:
         for text in self.encoder.truncated:

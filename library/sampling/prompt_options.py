@@ -42,6 +42,19 @@ class PromptSpec:
     original_height_negative: int | None = None
     crop_top: int | None = None
     crop_left: int | None = None
+    # Deep Shrink / Gradual Latent overrides (sd-scripts' --dsd1 --dst1 --dsd2 --dst2 --dsr, --glt --glr --gle
+    # --gls --glsn --glus); any one of a group switches that feature on for this prompt
+    ds_depth_1: int | None = None
+    ds_timesteps_1: int | None = None
+    ds_depth_2: int | None = None
+    ds_timesteps_2: int | None = None
+    ds_ratio: float | None = None
+    gl_timesteps: int | None = None
+    gl_ratio: float | None = None
+    gl_every_n_steps: int | None = None
+    gl_ratio_step: float | None = None
+    gl_s_noise: float | None = None
+    gl_unsharp: str | None = None
     source: str | None = None  # "prompts.txt line 3", for messages
 
     @property
@@ -72,6 +85,16 @@ def _sampler(text: str) -> str:
     return name
 
 
+def _unsharp(text: str) -> str:
+    from library.sampling.gradual_latent import parse_unsharp
+
+    try:
+        parse_unsharp(text, "--glus")
+    except UserError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
 # option -> (PromptSpec field, value parser, help)
 OPTIONS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "n": ("negative_prompt", str, "negative prompt"),
@@ -90,6 +113,17 @@ OPTIONS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "nh": ("original_height_negative", _int, "SDXL original height for the negative prompt"),
     "ct": ("crop_top", _int, "SDXL crop top"),
     "cl": ("crop_left", _int, "SDXL crop left"),
+    "dsd1": ("ds_depth_1", _int, "Deep Shrink depth 1"),
+    "dst1": ("ds_timesteps_1", _int, "Deep Shrink timesteps 1"),
+    "dsd2": ("ds_depth_2", _int, "Deep Shrink depth 2"),
+    "dst2": ("ds_timesteps_2", _int, "Deep Shrink timesteps 2"),
+    "dsr": ("ds_ratio", float, "Deep Shrink ratio"),
+    "glt": ("gl_timesteps", _int, "Gradual Latent start timestep"),
+    "glr": ("gl_ratio", float, "Gradual Latent start ratio"),
+    "gle": ("gl_every_n_steps", _int, "Gradual Latent every n steps"),
+    "gls": ("gl_ratio_step", float, "Gradual Latent ratio step"),
+    "glsn": ("gl_s_noise", float, "Gradual Latent s_noise"),
+    "glus": ("gl_unsharp", _unsharp, "Gradual Latent unsharp mask ksize,sigma,strength[,target_x]"),
 }
 
 # sd-scripts options that this tool knows but does not implement
@@ -98,9 +132,6 @@ UNSUPPORTED = {
     "c": "CLIP-guidance prompts",
     "am": "additional-network multipliers",
     "f": "per-prompt file names",
-    "dsd1": "Deep Shrink", "dst1": "Deep Shrink", "dsd2": "Deep Shrink", "dst2": "Deep Shrink", "dsr": "Deep Shrink",
-    "glt": "Gradual Latent", "glr": "Gradual Latent", "gle": "Gradual Latent", "gls": "Gradual Latent",
-    "glsn": "Gradual Latent", "glus": "Gradual Latent",
 }
 
 # ` --name` where name is a word; the value is whatever follows up to the next such option

@@ -118,14 +118,24 @@ def build_windows(tokenizer, ids: list[int], weights: list[float], num_chunks: i
     return torch.tensor(window_ids, dtype=torch.long), torch.tensor(window_weights, dtype=torch.float32)
 
 
-def apply_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Multiply each position by its weight, then restore each sample's mean (sd-scripts' lpw normalisation)."""
+EMB_NORMALIZE_MODES = ("original", "abs", "none")
+
+
+def apply_weights(hidden: torch.Tensor, weights: torch.Tensor, normalize: str = "original") -> torch.Tensor:
+    """Multiply each position by its weight, then restore each sample's mean (sd-scripts' lpw normalisation).
+
+    `normalize` is sd-scripts' --emb_normalize_mode: "original" restores the mean, "abs" the mean of absolute
+    values (negative weights cannot flip the scale), "none" leaves the weighted states as they are.
+    """
     if bool((weights == 1.0).all()):
         return hidden  # nothing weighted: leave the states bit-identical
     original = hidden.float()
-    previous_mean = original.mean(dim=(-2, -1), keepdim=True)
     weighted = original * weights.to(hidden.device).unsqueeze(-1)
-    current_mean = weighted.mean(dim=(-2, -1), keepdim=True)
+    if normalize == "none":
+        return weighted.to(hidden.dtype)
+    measure = (lambda x: x.abs()) if normalize == "abs" else (lambda x: x)
+    previous_mean = measure(original).mean(dim=(-2, -1), keepdim=True)
+    current_mean = measure(weighted).mean(dim=(-2, -1), keepdim=True)
     return (weighted * (previous_mean / current_mean)).to(hidden.dtype)
 
 
@@ -168,6 +178,7 @@ class PromptEncoder:
         clip_skip: int | None = None,
         max_embeddings_multiples: int = 3,
         rewrite: Callable[[str], str] | None = None,
+        emb_normalize_mode: str = "original",
     ):
         if family not in ("sd1", "sd2", "sdxl"):
             raise ValueError(f"unknown model family {family!r}")
@@ -180,6 +191,7 @@ class PromptEncoder:
         self.clip_skip = clip_skip
         self.max_chunks = max(1, int(max_embeddings_multiples))
         self.rewrite = rewrite
+        self.emb_normalize_mode = emb_normalize_mode
         self.truncated: list[str] = []  # prompts cut at max_embeddings_multiples * 75 tokens (for a warning)
 
     # -- tokens ---------------------------------------------------------------------------------------------
@@ -217,7 +229,7 @@ class PromptEncoder:
         layer, final = self._hidden(encoder_index, window_ids)
         batch = len(texts)
         hidden = layer.reshape(batch, num_chunks * layer.shape[1], layer.shape[2])
-        hidden = apply_weights(hidden, window_weights)
+        hidden = apply_weights(hidden, window_weights, self.emb_normalize_mode)
         pooled = None
         if self.family == "sdxl" and encoder_index == 1:
             pooled = self._pooled(self.text_encoders[1], window_ids, final, tokenizer.eos_token_id, batch, num_chunks)

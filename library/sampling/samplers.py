@@ -58,10 +58,24 @@ def a1111_sampler_name(name: str) -> str:
     return SAMPLERS[canonical_sampler(name)][2]
 
 
-def make_sample_scheduler(name: str, base_config, prediction_type: str | None = None) -> "SchedulerMixin":
+# samplers whose diffusers scheduler can rescale its betas to zero terminal SNR (`rescale_betas_zero_snr`)
+ZERO_TERMINAL_SNR_SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver", "dpmsolver++")
+
+
+def check_zero_terminal_snr(name: str, where: str = "--sampler") -> None:
+    """--zero_terminal_snr works only with samplers whose diffusers scheduler rescales its betas."""
+    if canonical_sampler(name) not in ZERO_TERMINAL_SNR_SAMPLERS:
+        raise UserError(f"--zero_terminal_snr does not work with {where} {name}: its diffusers scheduler cannot rescale "
+                        f"the betas; use one of {', '.join(ZERO_TERMINAL_SNR_SAMPLERS)}")
+
+
+def make_sample_scheduler(name: str, base_config, prediction_type: str | None = None, *, zero_terminal_snr: bool = False,
+                          scheduler_class: type | None = None) -> "SchedulerMixin":
     """A fresh scheduler for sampler `name`, configured from the model's scheduler config.
 
     `base_config` is a scheduler, its `.config`, or a dict; `prediction_type` overrides the config's.
+    `zero_terminal_snr` rescales the betas so the last timestep is pure noise (sd-scripts' --zero_terminal_snr);
+    `scheduler_class` replaces the sampler's class by a subclass (Gradual Latent's Euler a).
     """
     import diffusers
 
@@ -70,6 +84,9 @@ def make_sample_scheduler(name: str, base_config, prediction_type: str | None = 
     config.update(overrides)
     if prediction_type is not None:
         config["prediction_type"] = prediction_type
+    if zero_terminal_snr:
+        check_zero_terminal_snr(name)
+        config["rescale_betas_zero_snr"] = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # diffusers deprecates algorithm_type "dpmsolver"
-        return getattr(diffusers, class_name).from_config(config)
+        return (scheduler_class or getattr(diffusers, class_name)).from_config(config)

@@ -41,9 +41,13 @@ def gen_img_filename(job: ImageJob, ts: str) -> str:
     return f"im_{ts}_{job.index:03d}_{job.seed}.png"
 
 
-def next_sequential_number(outdir: Path) -> int:
-    """1 + the highest `im_NNNNNN.png` already in `outdir`, so a second run does not overwrite the first."""
-    numbers = [int(m.group(1)) for p in outdir.glob("im_*.png") if (m := re.fullmatch(r"im_(\d{6,})\.png", p.name))]
+def next_sequential_number(outdir: Path, staged: bool = False) -> int:
+    """1 + the highest `im_NNNNNN.png` already in `outdir`, so a second run does not overwrite the first.
+
+    `staged`: the high-resolution fix's names, `im_0NNNNNN.png` / `im_1NNNNNN.png` (sd-scripts' stage digit first).
+    """
+    pattern = r"im_[01](\d{6})\.png" if staged else r"im_(\d{6,})\.png"
+    numbers = [int(m.group(1)) for p in outdir.glob("im_*.png") if (m := re.fullmatch(pattern, p.name))]
     return max(numbers, default=0) + 1
 
 

@@ -65,7 +65,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--save_last_n_steps", type=int, default=None, help="keep step-wise saves only for the last N steps (older ones are deleted)")
     add("--save_state", action="store_true", help="save the training state (optimizer, RNG, step) with every save, for --resume")
     add("--save_state_on_train_end", action="store_true", help="save the training state when training ends")
-    add("--resume", type=str, default=None, help="resume from this saved state directory")
+    add("--resume", type=str, default=None, help="resume from this saved state directory (its seed is used; a changed model, dataset, batch size, "
+        "accumulation or token is refused)")
     add("--save_embedding_png", action="store_true",
         help="with every saved embedding also write NAME.png, a sample image carrying the embedding in AUTOMATIC1111's "
         "PNG chunk ('Save images with embedding in PNG chunks'); A1111 loads it from its embeddings folder")
@@ -113,9 +114,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
     add = _adder(parser, "precision and speed")
     add("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"], help="autocast precision (default no)")
-    add("--full_fp16", action="store_true", help="fp16 training including gradients (needs --mixed_precision fp16)")
-    add("--full_bf16", action="store_true", help="bf16 training including gradients (needs --mixed_precision bf16)")
     add("--no_half_vae", action="store_true", help="keep the VAE in float32 under mixed precision")
+    add("--full_fp16", action="store_true",
+        help="no autocast: the whole forward runs in fp16 (needs --mixed_precision fp16); the trained vectors keep a float32 master copy")
+    add("--full_bf16", action="store_true",
+        help="no autocast: the whole forward runs in bf16 (needs --mixed_precision bf16); the trained vectors keep a float32 master copy")
     add("--seed", type=int, default=None, help="random seed for reproducible training")
     add("--sdpa", action="store_true", help="use PyTorch scaled-dot-product attention")
     add("--xformers", action="store_true", help="use xformers memory-efficient attention (needs the xformers package)")

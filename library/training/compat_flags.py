@@ -28,15 +28,24 @@ class CompatFlag:
 TRAINER_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
     CompatFlag("--lowram", "models load straight to their device"),
     CompatFlag("--highvram", "nothing is moved off the GPU between steps to begin with"),
+    CompatFlag("--local_rank", "diffusers example; accelerate sets the process rank", {"type": int, "default": None}),
     CompatFlag(
         "--fused_backward_pass",
         "it frees full-model gradients as the optimizer steps; TI's only gradients are the few trained vectors, "
         "and sd-scripts' TI trainer does not fuse either",
     ),
+    # the diffusers example's (see diffusers_example_flags.py, docs/migrating.md)
+    CompatFlag("--local_rank", "diffusers example's flag; accelerate sets each process's rank",
+               {"type": int, "default": None}),
+)
+
+GEN_IMG_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
+    CompatFlag("--no_preview", "sd-scripts shows --interactive images in an OpenCV window unless given; "
+                               "gen_img.py never opens a window"),
 )
 
 # dests of every compatibility-only flag of every script (the guard test reads this)
-COMPAT_DESTS: frozenset[str] = frozenset(f.dest for f in TRAINER_COMPAT_FLAGS)
+COMPAT_DESTS: frozenset[str] = frozenset(f.dest for f in TRAINER_COMPAT_FLAGS + GEN_IMG_COMPAT_FLAGS)
 
 
 def compat_help(why: str) -> str:

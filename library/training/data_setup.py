@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from library.errors import UserError
-from library.tokens import contains_token
+from library.tokens import contains_token, near_misses
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def check_token_in_captions(group, token_string: str, *, templates_used: bool) -
     if templates_used:
         return
     captions = list(group.iter_captions())
+    warn_near_misses(captions, token_string)
     missing = [c for c in captions if not contains_token(c, token_string)]
     if not missing:
         return
@@ -99,6 +100,18 @@ def check_token_in_captions(group, token_string: str, *, templates_used: bool) -
     )
 
 
+def warn_near_misses(captions: list[str], token_string: str) -> None:
+    """Warn about words that look like the token string but are not it (another case, or inside a longer word)."""
+    found = near_misses(captions, token_string)
+    if found:
+        listing = ", ".join(f"{word!r} x{count}" for word, count in found.most_common(5))
+        logger.warning(
+            "%d word(s) in the captions resemble the token string %r but are not it (%s): the token matches only as a "
+            "whole word with exactly this case, as in sd-scripts, so these words do not train the vectors",
+            sum(found.values()), token_string, listing,
+        )
+
+
 def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) -> None:
     group.cache_latents(
         vae,
@@ -106,7 +119,7 @@ def cache_latents(args: argparse.Namespace, group, vae, device: torch.device) ->
         to_disk=args.cache_latents_to_disk,
         device=device,
         dtype=vae.dtype,
-        sampling=args.latent_sampling,
+        sampling=args.latent_sampling or "once",  # sd-scripts' cache holds one posterior draw per image
         skip_check=getattr(args, "skip_cache_check", False),
     )
 

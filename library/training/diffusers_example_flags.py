@@ -79,7 +79,6 @@ def _flags(sdxl: bool) -> list[tuple[str, dict]]:
                               "help": "diffusers example: a tokenizer folder; must be the model's own (the tokenizers are bundled)"}),
         ("--revision", {"type": str, "default": None, "help": "diffusers example: hub revision; refused with a hub model id, no effect on a local path"}),
         ("--variant", {"type": str, "default": None, "help": "diffusers example: weights variant such as fp16 (read from a diffusers folder that has it)"}),
-        ("--local_rank", {**as_int, "help": "diffusers example: accepted for compatibility, no effect (accelerate sets the rank)"}),
         ("--save_as_full_pipeline", {**flag, "help": "diffusers example: also save a full diffusers pipeline with the new token in --output_dir"}),
         ("--only_save_embeds", {**flag, "help": "older diffusers example: save only the embeddings (what this suite always does)"}),
         ("--push_to_hub", {**flag, "help": "diffusers example: refused, uploading is not part of this suite"}),

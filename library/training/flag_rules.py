@@ -107,6 +107,18 @@ def _gpu_optimizer(args: argparse.Namespace, cuda: bool, problems: Problems) -> 
         _require(problems, "bitsandbytes", flag)
 
 
+def _slow_bf16(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """bf16 on a CPU without bf16 instructions is emulated: allowed, but the user is told before hours go by."""
+    from library.hardware import cpu_has_native_bf16
+
+    on_cpu = not torch.cuda.is_available() and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    if on_cpu and args.mixed_precision == "bf16" and not cpu_has_native_bf16():
+        logger.warning(
+            "--mixed_precision bf16 on this CPU, which has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated and can be "
+            "100x slower than --mixed_precision no (fp32)"
+        )
+
+
 def _require(problems: Problems, module: str, needed_for: str) -> None:
     from library.optional_deps import require
 
@@ -134,10 +146,55 @@ def _noise_and_loss(args: argparse.Namespace, sdxl: bool, problems: Problems) ->
         problems.add(f"--huber_c must be positive for --loss_type {args.loss_type}, got {args.huber_c}")
 
 
-def _sdxl_only(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
-    if sdxl and (_on(args, "cache_text_encoder_outputs") or _on(args, "cache_text_encoder_outputs_to_disk")):
-        flag = "--cache_text_encoder_outputs" if _on(args, "cache_text_encoder_outputs") else "--cache_text_encoder_outputs_to_disk"
-        problems.add(f"{flag} cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train")
+# flags parsed only to be refused when given, with the reason (sd_scripts_flags.REFUSED holds more)
+REFUSED_FLAGS = {
+    "cache_text_encoder_outputs": "cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train",
+    "cache_text_encoder_outputs_to_disk": "cannot work for Textual Inversion: the text encoders' outputs change as the new token vectors train",
+}
+
+
+def _refused(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    for dest, why in REFUSED_FLAGS.items():
+        if _on(args, dest):
+            problems.add(f"--{dest} {why}")
+
+
+def _optimizer(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    from library.training.optimization import optimizer_type_for
+
+    try:
+        optimizer_type_for(args)  # --use_8bit_adam / --use_lion_optimizer against --optimizer_type
+    except UserError as err:
+        problems.add(str(err))
+
+
+def _logging(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    from library.training.tracking import read_tracker_config, trackers_for
+
+    trackers = trackers_for(args)
+    if "tensorboard" in trackers and not _on(args, "logging_dir"):
+        problems.add(f"--log_with {args.log_with} needs --logging_dir (the folder TensorBoard writes its logs to)")
+    for tracker in trackers:
+        _require(problems, tracker, f"--log_with {args.log_with}" if args.log_with else "--logging_dir (logs to TensorBoard)")
+    if _on(args, "log_tracker_config"):
+        try:
+            read_tracker_config(args.log_tracker_config)
+        except UserError as err:
+            problems.add(str(err))
+    unused = [f"--{f}" for f in ("log_tracker_name", "log_tracker_config", "log_config", "log_prefix") if _on(args, f)]
+    if unused and not trackers:
+        logger.warning("%s: no effect without a tracker (give --logging_dir for TensorBoard, or --log_with)", " and ".join(unused))
+    wandb_only = [f"--{f}" for f in ("wandb_run_name", "wandb_api_key") if _on(args, f)]
+    if wandb_only and "wandb" not in trackers:
+        logger.warning("%s: no effect unless --log_with is wandb or all", " and ".join(wandb_only))
+
+
+def _sdxl_encoders(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    chosen = getattr(args, "ti_text_encoders", None) if sdxl else None
+    if chosen is not None:
+        wanted = {part.strip().lower() for part in chosen.split(",") if part.strip()}
+        if not wanted or wanted - {"l", "g"}:
+            problems.add(f"--ti_text_encoders takes 'l', 'g' or 'l,g' (got {chosen!r})")
 
 
 def _disabled_intervals(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
@@ -202,15 +259,51 @@ def _run_values(args: argparse.Namespace, sdxl: bool, problems: Problems) -> Non
         problems.add(str(err))
 
 
+# a flag whose effect needs another one: (flag, what it needs, whether that is there); warned when missing
+NEEDS: tuple[tuple[str, str, Callable[[argparse.Namespace], bool]], ...] = (
+    ("noise_offset_random_strength", "--noise_offset", lambda a: bool(getattr(a, "noise_offset", None))),
+    ("ip_noise_gamma_random_strength", "--ip_noise_gamma", lambda a: bool(getattr(a, "ip_noise_gamma", None))),
+    ("persistent_data_loader_workers", "--max_data_loader_n_workers above 0", lambda a: getattr(a, "max_data_loader_n_workers", 0) > 0),
+    ("save_last_n_steps", "--save_every_n_steps", lambda a: bool(getattr(a, "save_every_n_steps", None))),
+)
+
+
+def _cancelled(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """A flag another flag cancels is said so, naming both, instead of doing nothing silently."""
+    for dest, needs, present in NEEDS:
+        if _on(args, dest) and not present(args):
+            logger.warning("--%s has no effect without %s", dest, needs)
+    if _on(args, "sample_every_n_epochs") and _on(args, "sample_every_n_steps"):
+        logger.warning(
+            "--sample_every_n_epochs %s wins over --sample_every_n_steps %s (as in sd-scripts): samples are made at epoch ends only",
+            args.sample_every_n_epochs, args.sample_every_n_steps,
+        )
+
+
+def _ckpt_embeddings(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
+    """`--save_model_as ckpt` is kept for sd-scripts parity, but the web UIs do not list .ckpt embeddings."""
+    if getattr(args, "save_model_as", None) == "ckpt":
+        logger.warning(
+            "--save_model_as ckpt: AUTOMATIC1111 does not list .ckpt files in its embeddings folder and ComfyUI needs "
+            "the extension typed (embedding:NAME.ckpt); use pt or safetensors for the web UIs (docs/embeddings.md)"
+        )
+
+
 FLAG_RULES: tuple[Rule, ...] = (
+    _ckpt_embeddings,
     _sd_scripts,
     _dynamo_backend,
     _required_and_counts,
     _precision,
     _machine,
+    _slow_bf16,
     _noise_and_loss,
-    _sdxl_only,
+    _refused,
+    _sdxl_encoders,
+    _optimizer,
+    _logging,
     _disabled_intervals,
+    _cancelled,
     _run_values,
 )
 
@@ -254,7 +347,7 @@ def _dataset_problems(args: argparse.Namespace, problems: Problems) -> None:
 
 
 def _validation_without_split(args: argparse.Namespace, params) -> None:
-    given = [f"--{f}" for f in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps") if getattr(args, f, None) is not None]
+    given = [f"--{f}" for f in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps", "validation_seed") if getattr(args, f, None) is not None]
     split = getattr(args, "validation_split", 0) or any(d.validation_split for d in params.datasets)
     if given and not split:
         logger.warning(

@@ -36,9 +36,11 @@ from library.training import memory_estimate, preflight
 from library.training.precision import step_was_skipped
 from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
 from library.training.token_window import token_window, warn_if_captions_overflow
-from library.training.state import Progress, load_state
+from library.training.resume_check import adopt_saved_seed, check_resume, run_identity
+from library.training.state import Progress, load_state, read_progress
 from library.training.step import StepSettings, training_step
 from library.training.summary import print_summary
+from library.training.tracking import start_tracking
 from library.training.trainable_tokens import setup_trainable_tokens
 from library.training.zero_gradient import batch_reaches_vectors, fill_missing_gradients
 
@@ -72,6 +74,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     """Run a TI training described by the parsed flags; returns the final embedding path."""
     configure_console_logging(args)  # --console_log_level/_file/_simple, before anything is logged
     check_training_flags(args, sdxl=sdxl)  # every flag problem at once, before any model is loaded
+    saved = read_progress(args.resume) if args.resume else None
+    if saved is not None:
+        adopt_saved_seed(args, saved)  # the data order and noise follow the state's seed
     keep_freed_memory()  # reuse activation memory between steps instead of page-faulting it in again
     accelerator = make_accelerator(args)
     if args.seed is not None:
@@ -112,6 +117,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if args.debug_dataset:
         data_setup.debug_dataset(args, group, models.tokenizers)
         return TrainResult(None, 0, models=models, tokens=tokens)
+    run = run_identity(args, models.family, group, accelerator.num_processes)
+    if saved is not None:
+        check_resume(args.resume, saved, run, tokens.names)  # before latents are cached: refusing costs no compute
     device = accelerator.device
     settings = StepSettings.from_args(args, models)
     models.vae.to(device)
@@ -150,10 +158,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     prepared = accelerator.prepare(*models.text_encoders, optimizer, dataloader)
     text_encoders, optimizer, dataloader = list(prepared[:-2]), prepared[-2], prepared[-1]
 
-    progress = Progress(seed=seed, token_names=tokens.names, slots=list(family.slots))
+    progress = Progress(seed=seed, token_names=tokens.names, slots=list(family.slots), run=run)
     if args.resume:
         vectors, optimizer_state, scheduler_state, progress = load_state(args.resume)
-        check_resume_matches(args.resume, progress, tokens)
+        progress.run = run  # a state of an older version gains the record in its next save
         tokens.load_vectors(vectors)
         optimizer.load_state_dict(optimizer_state)
         lr_scheduler.load_state_dict(scheduler_state)
@@ -167,8 +175,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             activation_dtype=weight_dtype, max_token_length=args.max_token_length, optimizer=optimizer,
         )
         print("\n".join(estimate.lines()), flush=True)
-    if accelerator.trackers == [] and args.log_with:
-        accelerator.init_trackers(args.log_tracker_name or "textual_inversion", config=tracker_config(args))
+    start_tracking(accelerator, args)
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
     saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs)
     if is_main:
@@ -243,8 +250,8 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 losses.append(loss_value)
                 bar.update(1)
                 bar.set_postfix(avr_loss=sum(losses[-100:]) / len(losses[-100:]), loss=loss_value)
-                if args.log_with:
-                    accelerator.log({f"{args.log_prefix or ''}loss/current": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
+                if accelerator.trackers:
+                    accelerator.log({"loss/current": loss_value, "lr": lr_scheduler.get_last_lr()[0]}, step=global_step)
                 progress.global_step, progress.epoch, progress.batches_in_epoch = global_step, epoch, batches_done
                 saver.after_step(progress, optimizer, lr_scheduler)
                 sampler.after_step(global_step)
@@ -289,18 +296,3 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     accelerator.end_training()
     return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, overflow_skipped)
 
-
-def check_resume_matches(path: str, progress: Progress, tokens) -> None:
-    """A state from another token string or vector count cannot continue this run."""
-    if progress.token_names and progress.token_names != tokens.names:
-        raise UserError(
-            f"--resume {path}: the state trained tokens {progress.token_names}, but this run trains {tokens.names}; "
-            "use the same --token_string and --num_vectors_per_token"
-        )
-
-
-def tracker_config(args: argparse.Namespace) -> dict:
-    """Flags as tracker-friendly scalars (tensorboard accepts only int/float/str/bool)."""
-    from library.training.sd_scripts_flags import public_args
-
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in public_args(args).items()}

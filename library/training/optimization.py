@@ -19,8 +19,17 @@ def base_learning_rate(args: argparse.Namespace, num_processes: int) -> float:
     return base
 
 
+def optimizer_type_for(args: argparse.Namespace) -> str:
+    """--optimizer_type, or what sd-scripts' old switches --use_8bit_adam / --use_lion_optimizer ask for."""
+    from library.training.optimizers import resolve_optimizer_type
+
+    return resolve_optimizer_type(
+        args.optimizer_type, use_8bit_adam=getattr(args, "use_8bit_adam", False), use_lion_optimizer=getattr(args, "use_lion_optimizer", False)
+    )
+
+
 def build_optimizer_for(args: argparse.Namespace, params, learning_rate: float):
-    return build_optimizer(args.optimizer_type, params, learning_rate, args.optimizer_args or [], max_grad_norm=args.max_grad_norm)
+    return build_optimizer(optimizer_type_for(args), params, learning_rate, args.optimizer_args or [], max_grad_norm=args.max_grad_norm)
 
 
 def build_lr_scheduler_for(args: argparse.Namespace, optimizer, max_steps: int):

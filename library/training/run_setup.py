@@ -14,19 +14,14 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from library.errors import UserError
 from library.optional_deps import require
 from library.training import precision
+from library.training.tracking import login_to_wandb, run_logging_dir, trackers_for
 
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:
     """An Accelerator for devices, mixed precision, gradient accumulation, multi-GPU and trackers."""
-    log_with = None
-    if args.log_with and args.logging_dir is None and args.log_with != "wandb":
-        raise UserError("--log_with needs --logging_dir (where tensorboard writes its logs)")
-    if args.log_with in ("tensorboard", "all"):
-        require("tensorboard", "--log_with tensorboard")
-    if args.log_with in ("wandb", "all"):
-        require("wandb", "--log_with wandb")
-    if args.log_with:
-        log_with = ["tensorboard", "wandb"] if args.log_with == "all" else [args.log_with]
+    log_with = trackers_for(args) or None  # flag_rules checked that the packages are there
+    logging_dir = run_logging_dir(args)
+    login_to_wandb(args, logging_dir)
     # accelerate keeps its settings in process-wide singletons; a second run in the same process (tests, tools that
     # train several embeddings) may ask for other precision or accumulation. The process group itself is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -35,7 +30,7 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=log_with,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=args.logging_dir),
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
         kwargs_handlers=ddp_kwargs_handlers(args) + precision.accelerator_kwargs_handlers(args),
     )

@@ -44,7 +44,7 @@ class Sampler:
 
     def after_step(self, step: int) -> None:
         every = self.args.sample_every_n_steps
-        if every and step % every == 0:
+        if every and not self.args.sample_every_n_epochs and step % every == 0:  # epochs win, as in sd-scripts
             self.sample(step)
 
     def after_epoch(self, step: int, epoch: int) -> None:

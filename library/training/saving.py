@@ -93,7 +93,7 @@ class Saver:
         if self.diffusers_layout:
             refuse_non_finite(vectors, self.output_dir / "learned_embeds")
             path = diffusers_outputs.save_learned_embeds(self.args, self.output_dir, vectors, self.tokens.token_string, step, final=stem == self.name)
-            self._save_png(path, step, epoch)
+            self._save_png(path, vectors, step, epoch)
             return path
         path = self.output_dir / f"{stem}{self.suffix}"
         refuse_non_finite(vectors, path)
@@ -107,10 +107,10 @@ class Saver:
             dtype=self.args.save_precision,
         )
         logger.info("saved embedding: %s", path)
-        self._save_png(path, step, epoch)
+        self._save_png(path, vectors, step, epoch)
         return path
 
-    def _save_png(self, path: Path, step: int, epoch: int) -> None:
+    def _save_png(self, path: Path, vectors: dict, step: int, epoch: int) -> None:
         """--save_embedding_png: the same vectors in a preview PNG that AUTOMATIC1111 loads as an embedding."""
         if not getattr(self.args, "save_embedding_png", False):
             return
@@ -118,31 +118,24 @@ class Saver:
 
         png = path.with_name(path.name.rsplit(".", 1)[0] + ".png")
         picture = self.preview(step) if self.preview is not None else None
-        save_embedding(png, self.tokens.vectors_by_slot(), token=self.tokens.token_string, step=step,
+        save_embedding(png, vectors, token=self.tokens.token_string, step=step,
                        metadata=self._metadata(step, epoch), format="a1111-png", dtype=self.args.save_precision, picture=picture)
         logger.info("saved embedding image: %s", png)
 
     def _save_checkpoint(self, progress: Progress, optimizer, lr_scheduler) -> None:
         """--checkpointing_steps: OUTPUT_DIR/checkpoint-N, keeping at most --checkpoints_total_limit."""
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return
         limit = getattr(self.args, "checkpoints_total_limit", None)
-        if limit:
+        if limit and self.accelerator.is_main_process:
             diffusers_outputs.prune_checkpoints(self.output_dir, limit - 1)
-        if self.accelerator.scaler is not None:
-            progress.scaler = self.accelerator.scaler.state_dict()
-        path = diffusers_outputs.checkpoint_dir(self.output_dir, progress.global_step)
-        save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
-        logger.info("saved state: %s", path)
+        self._save_state(None, progress, optimizer, lr_scheduler, path=diffusers_outputs.checkpoint_dir(self.output_dir, progress.global_step))
 
-    def _save_state(self, stem: str, progress: Progress, optimizer, lr_scheduler) -> None:
+    def _save_state(self, stem: str | None, progress: Progress, optimizer, lr_scheduler, path: Path | None = None) -> None:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
         if self.accelerator.scaler is not None:
             progress.scaler = self.accelerator.scaler.state_dict()
-        path = self.output_dir / ck.state_dir_name(stem)
+        path = path or self.output_dir / ck.state_dir_name(stem)
         # the live vectors, not the published ones: a resumed run continues training from exactly these
         save_state(path, self.tokens.vectors_by_slot(), optimizer, lr_scheduler, progress)
         logger.info("saved state: %s", path)
@@ -166,7 +159,7 @@ class Saver:
             description=args.metadata_description,
             license=args.metadata_license,
             tags=args.metadata_tags,
-            extra=self.modelspec_extras,
+            extra={**self.modelspec_extras, **({"ss_training_comment": args.training_comment} if args.training_comment else {})},
         )
 
     def _remove(self, paths: list[Path]) -> None:

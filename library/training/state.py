@@ -2,8 +2,10 @@
 
 A state folder has the trained vectors (`vectors.safetensors`), the optimizer and LR-scheduler state
 (`optimizer.pt`, `lr_scheduler.pt`, read back with weights_only=True), and `progress.json` (step, epoch,
-batches done in the epoch, token names, seed). Noise and timesteps come from generators seeded by
-(seed, step), and the data order is a pure function of (seed, epoch), so a resumed run continues exactly.
+batches done in the epoch, token names, seed, and `run`: the model, dataset and batch shape it trained on).
+Noise and timesteps come from generators seeded by (seed, step), and the data order is a pure function of
+(seed, epoch), so a resumed run continues exactly: --resume takes the state's seed, and refuses a run whose
+model, dataset, batch size, accumulation or tokens differ from the state's, naming each difference.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Progress:
     slots: list[str] = field(default_factory=list)
     scaler: dict | None = None
     version: int = STATE_VERSION
+    run: dict | None = None  # what the run trained on (run_identity); None in states of older versions
 
 
 def save_state(path: Path, vectors: dict[str, torch.Tensor], optimizer, lr_scheduler, progress: Progress) -> None:
@@ -43,9 +46,17 @@ def save_state(path: Path, vectors: dict[str, torch.Tensor], optimizer, lr_sched
         (tmp / "progress.json").write_text(json.dumps(asdict(progress), indent=2))
 
 
-def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict, Progress]:
-    """Read a state folder written by save_state; errors name the folder and the missing piece."""
+def read_progress(path: str | Path) -> Progress:
+    """Only progress.json of a state folder (cheap): enough to check a resume before any model is loaded."""
     path = Path(path)
+    _check_folder(path)
+    try:
+        return Progress(**json.loads((path / "progress.json").read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise UserError(f"--resume {path}: the state folder is damaged (progress.json: {err})") from None
+
+
+def _check_folder(path: Path) -> None:
     if not path.is_dir():
         if old_dir_name(path).is_dir():  # a kill while the folder was being replaced: the previous one is whole
             raise UserError(f"--resume {path}: no such state folder, but {old_dir_name(path)} is the complete previous state "
@@ -55,6 +66,12 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict, P
     missing = [n for n in needed if not (path / n).is_file()]
     if missing:
         raise UserError(f"--resume {path}: not a state folder of this trainer (missing {', '.join(missing)})")
+
+
+def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict, Progress]:
+    """Read a state folder written by save_state; errors name the folder and the missing piece."""
+    path = Path(path)
+    _check_folder(path)
     # pickles go through safe_pickle: a refused optimizer.pt gets the same one-line refusal as any other pickle
     optimizer_state = load_torch_file(path / "optimizer.pt", f"--resume {path / 'optimizer.pt'}")
     scheduler_state = load_torch_file(path / "lr_scheduler.pt", f"--resume {path / 'lr_scheduler.pt'}")

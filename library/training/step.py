@@ -24,10 +24,13 @@ class LatentScaling:
 
     scale: float
     shift: float = 0.0
+    sampling: str = "random"  # uncached batches: --latent_sampling (random: a new posterior draw every step)
+    seed: int = 0  # of --latent_sampling once's per-image draw, the dataset's seed as when caching
 
     @classmethod
-    def from_vae(cls, vae) -> "LatentScaling":
-        return cls(scale=vae.config.scaling_factor, shift=getattr(vae.config, "shift_factor", None) or 0.0)
+    def from_vae(cls, vae, sampling: str | None = None, seed: int = 0) -> "LatentScaling":
+        return cls(scale=vae.config.scaling_factor, shift=getattr(vae.config, "shift_factor", None) or 0.0,
+                   sampling=sampling or "random", seed=seed)
 
 
 @dataclass(frozen=True)
@@ -45,28 +48,37 @@ class StepSettings:
             conditioning=ConditioningSettings.from_args(args),
             noise=NoiseSettings.from_args(args),
             loss=LossSettings.from_args(args, v_prediction=models.v_parameterization),
-            latents=LatentScaling.from_vae(models.vae),
+            latents=LatentScaling.from_vae(models.vae, getattr(args, "latent_sampling", None), args.seed if args.seed is not None else 0),
         )
 
 
-def encode_images(vae, images: torch.Tensor, scale: float, shift: float, generators: list[torch.Generator]) -> torch.Tensor:
-    """Latents for a batch that was not cached (the VAE is frozen: no graph).
+def encode_images(vae, images: torch.Tensor, latents: LatentScaling, generators: list[torch.Generator], paths: list | None = None) -> torch.Tensor:
+    """Latents for a batch that was not cached (the VAE is frozen: no graph), drawn as --latent_sampling says.
 
-    The posterior is sampled with each sample's own generator, not the global RNG, so resumed runs match.
+    random: a new posterior draw each step, from each sample's own generator (not the global RNG, so resumed runs
+    match); deterministic: the posterior mean; once: each image's one fixed draw, the draw the latent cache makes.
     """
     with torch.no_grad():
         dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
     mean, std = dist.mean.float(), dist.std.float()
     check_finite_latents(mean, vae.dtype, "a training batch")  # without --cache_latents, a half VAE's overflow shows here
-    eps = torch.cat([torch.randn(mean.shape[1:], generator=g).unsqueeze(0) for g in generators]).to(mean.device)
-    return (mean + std * eps - shift) * scale
+    if latents.sampling == "deterministic":
+        return (mean - latents.shift) * latents.scale
+    if latents.sampling == "once":
+        from library.dataset.latent_cache import once_generator
+
+        assert paths is not None, "--latent_sampling once needs the batch's image paths"
+        eps = torch.cat([torch.randn(mean.shape[1:], generator=once_generator(latents.seed, p)).unsqueeze(0) for p in paths])
+    else:
+        eps = torch.cat([torch.randn(mean.shape[1:], generator=g).unsqueeze(0) for g in generators])
+    return (mean + std * eps.to(mean.device) - latents.shift) * latents.scale
 
 
 def training_step(batch: dict, models, family, text_encoders, s: StepSettings, generators: list[torch.Generator], accelerator, snr: torch.Tensor) -> torch.Tensor:
     """Mean loss of one batch; gradients reach only the new token vectors. `snr` is loss.snr_table(scheduler) on the device."""
     latents = batch["latents"]
     if latents is None:
-        latents = encode_images(models.vae, batch["images"], s.latents.scale, s.latents.shift, generators)
+        latents = encode_images(models.vae, batch["images"], s.latents, generators, batch.get("image_paths"))
     latents = latents.to(accelerator.device, torch.float32)
     scheduler = models.noise_scheduler
     noise, timesteps, noisy = s.noise.draw(scheduler, latents, generators)

@@ -72,5 +72,5 @@ class Validator:
         if self.accelerator.is_main_process:
             logger.info("%s: validation loss %.5f", when, loss)
         if self.accelerator.trackers:
-            self.accelerator.log({f"{self.args.log_prefix or ''}loss/validation": loss}, step=step)
+            self.accelerator.log({"loss/validation": loss}, step=step)
         return loss

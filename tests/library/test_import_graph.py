@@ -2,6 +2,7 @@
 
 The import graph is read statically with `ast`, including imports inside functions: a cycle hidden behind a
 function-level import still means two modules that cannot be understood (or moved) one without the other.
+Imports under `if TYPE_CHECKING:` are left out: they name a type for readers and checkers and never run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
     """The modules of `known` that `name` imports anywhere in its file (top level or inside functions)."""
     is_package = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in known)
         elif isinstance(node, ast.ImportFrom):
@@ -45,6 +46,25 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
             found.update(f"{module}.{alias.name}" for alias in node.names if f"{module}.{alias.name}" in known)
     found.discard(name)
     return found
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of `tree` except those only under `if TYPE_CHECKING:` (its `else:` branch does run)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
 
 
 def import_graph(root: Path = LIBRARY) -> dict[str, set[str]]:
@@ -87,8 +107,10 @@ def test_the_cycle_finder_reports_a_cycle_hidden_in_a_function(tmp_path):
     (package / "a.py").write_text("from pkg.b import g\n\ndef f():\n    return g()\n")
     (package / "b.py").write_text("def g():\n    from pkg import a  # lazy, but still a cycle\n    return a\n")
     (package / "c.py").write_text("from . import a\n")
+    (package / "d.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from pkg.c import x\n")
     graph = import_graph(package)
     assert graph["pkg.c"] == {"pkg", "pkg.a"}
+    assert graph["pkg.d"] == set()  # a type-only import is not a dependency at run time
     assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
     (package / "b.py").write_text("def g():\n    return 1\n")
     assert find_cycle(import_graph(package)) is None

@@ -34,6 +34,7 @@ def run(tiny, tmp_path, *extra, steps=2):
     return out
 
 
+@pytest.mark.training
 def test_guide_command_writes_learned_embeds_that_diffusers_loads(tiny_model_dir, tmp_path):
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
@@ -53,6 +54,7 @@ def test_guide_command_writes_learned_embeds_that_diffusers_loads(tiny_model_dir
     assert torch.equal(rows.detach(), saved["<cat-toy>"].to(rows.dtype))
 
 
+@pytest.mark.training
 @pytest.mark.slow
 def test_save_as_full_pipeline_writes_a_pipeline_that_loads_and_generates_with_the_token(tiny_model_dir, tmp_path):
     from diffusers import StableDiffusionPipeline
@@ -69,6 +71,7 @@ def test_save_as_full_pipeline_writes_a_pipeline_that_loads_and_generates_with_t
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
 
 
+@pytest.mark.training
 def test_checkpointing_steps_and_resume_latest(tiny_model_dir, tmp_path):
     tiny = tiny_model_dir("sd1")
     out = run(tiny, tmp_path, "--checkpointing_steps=1", "--checkpoints_total_limit=2", steps=3)
@@ -93,6 +96,7 @@ def test_flat_folder_problems_are_one_line_errors(tiny_model_dir, tmp_path, layo
     assert ("has no images" if layout == "empty" else "mixes 1 N_name subfolder(s)") in message
 
 
+@pytest.mark.training
 @pytest.mark.slow
 def test_sdxl_example_flags_write_the_pair_that_diffusers_loads_and_a_full_pipeline(tiny_model_dir, tmp_path):
     from diffusers import StableDiffusionXLPipeline

@@ -20,6 +20,7 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
+@pytest.mark.training  # the benchmark runs the trainer
 @pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sdxl"])
 def test_benchmark_smoke_writes_positive_numbers(tmp_path, model):
     bench = load_tool("benchmark")
@@ -39,6 +40,7 @@ def test_benchmark_smoke_writes_positive_numbers(tmp_path, model):
     assert result["profile_top"] and all(row["self_ms"] >= 0 for row in result["profile_top"])
 
 
+@pytest.mark.training  # the benchmark runs the trainer
 def test_benchmark_passes_unknown_flags_to_the_trainer(tmp_path):
     bench = load_tool("benchmark")
     out = tmp_path / "bench.json"
@@ -48,6 +50,7 @@ def test_benchmark_passes_unknown_flags_to_the_trainer(tmp_path):
     assert result["extra_flags"] == ["--clip_skip", "2"] and result["step_s_median"] > 0
 
 
+@pytest.mark.training  # the benchmark runs the trainer
 def test_benchmark_with_regularisation_images_times_the_skipped_backwards_apart(tmp_path):
     bench = load_tool("benchmark")
     out = tmp_path / "bench.json"

@@ -12,18 +12,21 @@ import pytest
 from library.errors import UserError
 from tests.helpers.tools import load_tool
 
-pytestmark = pytest.mark.slow
-
 demo = load_tool("demo")
 concept_recovery = load_tool("concept_recovery")
 
 
-def test_demo_trains_the_shipped_toy_model():
-    from library.toyworld.model import TOY_MODEL_DIR
+def test_demo_refuses_a_checkout_without_the_toy_model(tmp_path, monkeypatch):
+    import library.toyworld.model as toy_model
 
-    assert demo.toy_model_dir() == TOY_MODEL_DIR
+    assert (demo.toy_model_dir() / "model_index.json").is_file()  # the shipped toy model is what the demo trains
+    monkeypatch.setattr(toy_model, "TOY_MODEL_DIR", tmp_path / "toy_model")
+    with pytest.raises(UserError, match="toy model is missing"):
+        demo.toy_model_dir()
 
 
+@pytest.mark.slow
+@pytest.mark.training
 def test_demo_writes_embedding_samples_grid_and_loss_chart(toy_demo_out):
     assert (toy_demo_out / "toyxstar.safetensors").is_file()
     assert (toy_demo_out / "toyxstar_loss.png").is_file()
@@ -33,6 +36,8 @@ def test_demo_writes_embedding_samples_grid_and_loss_chart(toy_demo_out):
     assert (toy_demo_out / "sample_grid.png").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.training
 def test_short_run_recovers_the_concept_clearly_above_the_init_word(toy_demo_out, capsys):
     concept_recovery.main(["--embedding", str(toy_demo_out / "toyxstar.safetensors"), "--samples", "24"])
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -11,6 +11,7 @@ from tests.helpers.tools import load_tool
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA the device check trains full-size models (minutes)")
 
 
+@pytest.mark.training  # the device check runs the benchmark, which runs the trainer
 def test_one_case_runs_and_the_cuda_only_cases_are_skipped_with_their_reason(tmp_path):
     check = load_tool("device_check")
     report = check.main(["--out", str(tmp_path), "--only", "sd15-fp16-sdpa", "sd15-fp16-xformers", "sd15-fp16-adamw8bit", "sd15-fp16-ddp2"])
@@ -26,6 +27,7 @@ def test_one_case_runs_and_the_cuda_only_cases_are_skipped_with_their_reason(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.training
 def test_the_whole_cpu_matrix_runs(tmp_path):
     report = load_tool("device_check").main(["--out", str(tmp_path)])
     statuses = {r["case"]: r["status"] for r in report["cases"]}

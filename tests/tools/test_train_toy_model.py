@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.training
 def test_tiny_run_writes_a_loadable_model(tmp_path):
     out = tmp_path / "model"
     subprocess.run(

@@ -158,7 +158,11 @@ def test_caption_file_candidates_and_fallback(tmp_path):
 def test_processing_is_a_pure_function_of_the_rng(seed):
     opts = CaptionOptions(shuffle_caption=True, enable_wildcard=True, caption_tag_dropout_rate=0.2)
     caption = "{a|b}, c, d, e, f"
-    assert process_caption(caption, opts, random.Random(seed)) == process_caption(caption, opts, random.Random(seed))
+    first = process_caption(caption, opts, random.Random(seed))
+    random.seed(12345)  # the global RNG plays no part
+    assert process_caption(caption, opts, random.Random(seed)) == first
+    # and the given RNG does: other seeds give other captions
+    assert len({process_caption(caption, opts, random.Random(other)) for other in range(10)}) > 1
 
 
 def test_tag_dropout_never_drops_the_trained_token_or_the_keep_tokens_prefix():

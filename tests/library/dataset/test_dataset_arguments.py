@@ -22,7 +22,7 @@ SD_SCRIPTS_DEFAULTS = {
     "vae_batch_size": 1, "debug_dataset": False, "max_data_loader_n_workers": 8,
     "persistent_data_loader_workers": False, "validation_split": 0.0, "validation_seed": None,
 }
-OURS = {"skip_bad_images": False, "latent_sampling": "once", "debug_dataset_dir": None, "debug_dataset_count": 16,
+OURS = {"skip_bad_images": False, "latent_sampling": None, "debug_dataset_dir": None, "debug_dataset_count": 16,
         "caption_tag_dropout_rate": 0.0}  # sd-scripts adds this one only for trainers with support_dropout, not TI
 
 

@@ -19,7 +19,9 @@ def test_builtin_lists_are_the_papers():
     assert len(OBJECT_TEMPLATES) == 27 and len(STYLE_TEMPLATES) == 19
     assert OBJECT_TEMPLATES[0] == "a photo of a {}" and STYLE_TEMPLATES[0] == "a painting in the style of {}"
     assert all(t.count("{}") == 1 for t in OBJECT_TEMPLATES + STYLE_TEMPLATES)
-    assert builtin_templates("style") == STYLE_TEMPLATES
+    assert builtin_templates("style") == STYLE_TEMPLATES and builtin_templates("object") == OBJECT_TEMPLATES
+    builtin_templates("object").clear()  # callers get a copy: the paper's list cannot be changed through it
+    assert len(builtin_templates("object")) == 27
     with pytest.raises(ValueError):
         builtin_templates("portrait")
 

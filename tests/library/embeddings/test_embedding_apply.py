@@ -80,9 +80,13 @@ def test_clashing_trigger_words_are_refused(tmp_path, vectors):
         load_embeddings_into([tok], [te], "sd1", [tmp_path / "cat.pt"])
 
 
-def test_prompt_rewriter_is_one_pass_longest_first_and_ignores_case():
+def test_prompt_rewriter_is_one_pass_longest_first_and_exact_case():
     rewrite = make_prompt_rewriter({"bad": ["bad"], "bad-hands-5": ["bad-hands-5", "bad-hands-51"], "EasyNegative": ["EasyNegative", "EasyNegative1"]})
-    assert rewrite("bad-hands-5, easynegative, bad, badly") == "bad-hands-5 bad-hands-51, EasyNegative EasyNegative1, bad, badly"
+    assert rewrite("bad-hands-5, EasyNegative, bad, badly") == "bad-hands-5 bad-hands-51, EasyNegative EasyNegative1, bad, badly"
+    # the trigger word is case-sensitive, as sd-scripts' gen_img matches it (and as training captions are)
+    assert rewrite("easynegative") == "easynegative"
+    # spelled out, as sd-scripts' docs allow: each vector once
+    assert rewrite("bad-hands-5 bad-hands-51, EasyNegative EasyNegative1") == "bad-hands-5 bad-hands-51, EasyNegative EasyNegative1"
     assert make_prompt_rewriter({})("unchanged") == "unchanged"
 
 

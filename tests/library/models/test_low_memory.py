@@ -44,3 +44,33 @@ def test_read_safetensors_keeps_integer_tensors_and_converts_floats(tmp_path):
     assert out["a"].dtype == torch.int64 and out["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
     assert out["b"].dtype == torch.float16 and out["b"].shape == (4, 5)
     assert out["c"].numel() == 0
+
+
+def test_a_file_cut_short_is_refused_naming_it_never_read_as_zeros(tmp_path):
+    """Issue 19: half a UNet file used to load with the missing tensors silently zero."""
+    import pytest
+
+    from library.models.low_memory import IncompleteFile
+
+    folder = _saved(tmp_path, "unet")
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IncompleteFile, match=r"diffusion_pytorch_model.safetensors: the file is cut short: \d+ of \d+ bytes, \d+ of \d+ tensors missing"):
+        read_safetensors(weights, torch.bfloat16)
+    with pytest.raises(IncompleteFile, match="cut short"):
+        load_diffusers_model_low_memory(UNet2DConditionModel, folder, torch.bfloat16)
+
+
+def test_a_whole_file_missing_some_of_the_models_tensors_is_refused(tmp_path):
+    import pytest
+    from safetensors.torch import load_file, save_file
+
+    from library.models.low_memory import IncompleteFile
+
+    folder = _saved(tmp_path, "unet")
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    save_file(dict(list(state.items())[: len(state) // 2]), str(weights))
+    with pytest.raises(IncompleteFile, match=r"of the model's \d+ tensors are missing"):
+        load_diffusers_model_low_memory(UNet2DConditionModel, folder, torch.bfloat16)

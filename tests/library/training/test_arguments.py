@@ -15,6 +15,7 @@ from library.training.arguments import (
     add_textual_inversion_arguments,
     add_training_arguments,
 )
+from library.training.compat_flags import add_compat_arguments
 from library.training.flag_rules import FlagError, check_training_flags
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "training_options.md"
@@ -25,6 +26,7 @@ def _own_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add_training_arguments(parser)
     add_textual_inversion_arguments(parser)
+    add_compat_arguments(parser)
     return parser
 
 

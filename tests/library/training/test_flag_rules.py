@@ -86,3 +86,48 @@ def test_disabled_sampling_interval_is_warned_and_normalised(caplog):
     with caplog.at_level(logging.WARNING):
         assert flag_problems(args, sdxl=False) == []
     assert args.sample_every_n_epochs is None and "--sample_every_n_epochs -1 is not positive" in caplog.text
+
+
+def test_old_optimizer_switches_select_the_optimizer_or_are_refused_naming_both():
+    from library.training.optimization import optimizer_type_for
+
+    assert optimizer_type_for(_args("--token_string", "x", "--use_lion_optimizer")) == "Lion"
+    assert optimizer_type_for(_args("--token_string", "x", "--use_8bit_adam")) == "AdamW8bit"
+    problems = flag_problems(_args("--token_string", "x", "--use_lion_optimizer", "--optimizer_type", "Prodigy"), sdxl=False)
+    assert problems == ["--use_lion_optimizer and --optimizer_type Prodigy are both given; keep only --optimizer_type"]
+
+
+@pytest.mark.parametrize(("cli", "warning"), [
+    (["--noise_offset_random_strength"], "--noise_offset_random_strength has no effect without --noise_offset"),
+    (["--ip_noise_gamma_random_strength"], "--ip_noise_gamma_random_strength has no effect without --ip_noise_gamma"),
+    (["--persistent_data_loader_workers", "--max_data_loader_n_workers=0"],
+     "--persistent_data_loader_workers has no effect without --max_data_loader_n_workers above 0"),
+    (["--save_last_n_steps=2"], "--save_last_n_steps has no effect without --save_every_n_steps"),
+    (["--sample_every_n_epochs=1", "--sample_every_n_steps=5"], "--sample_every_n_epochs 1 wins over --sample_every_n_steps 5"),
+])
+def test_a_flag_another_cancels_is_warned_about_naming_both(cli, warning, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert flag_problems(_args("--token_string", "x", *cli), sdxl=False) == []
+    assert warning in caplog.text
+
+
+@pytest.mark.parametrize("fmt, warned", [("ckpt", True), ("pt", False), ("safetensors", False)])
+def test_ckpt_embeddings_warn_that_web_uis_do_not_list_them(caplog, fmt, warned):
+    # A1111 lists .pt/.bin/.safetensors (and images) in its embeddings folder; ComfyUI needs the extension typed
+    with caplog.at_level(logging.WARNING):
+        assert flag_problems(_args("--token_string", "mychar4", "--save_model_as", fmt), sdxl=False) == []
+    assert ("--save_model_as ckpt: AUTOMATIC1111 does not list .ckpt" in caplog.text) == warned
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(caplog, monkeypatch):
+    import library.hardware as hardware
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))  # a CPU without AVX512-BF16/AMX
+    with caplog.at_level(logging.WARNING):
+        assert flag_problems(_args("--token_string", "x", "--mixed_precision", "bf16"), sdxl=False) == []
+    assert "no native bf16" in caplog.text and "--mixed_precision no" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    with caplog.at_level(logging.WARNING):
+        flag_problems(_args("--token_string", "x", "--mixed_precision", "bf16"), sdxl=False)
+    assert "no native bf16" not in caplog.text

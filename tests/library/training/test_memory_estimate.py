@@ -64,6 +64,7 @@ def _run_and_read(argv: list[str]) -> tuple[float, float]:
     return estimated, measured
 
 
+@pytest.mark.training
 def test_tiny_model_estimate_is_within_20_percent_of_the_measured_peak_rss(tiny_model_dir, tmp_path):
     config = make_ti_dataset(tmp_path / "data")
     estimated, measured = _run_and_read(train_argv(tiny_model_dir("sd1"), config, tmp_path / "out", steps=2))
@@ -71,6 +72,7 @@ def test_tiny_model_estimate_is_within_20_percent_of_the_measured_peak_rss(tiny_
 
 
 @pytest.mark.slow
+@pytest.mark.training
 def test_full_size_sd15_at_256px_estimate_is_within_20_percent_of_the_measured_peak_rss(tmp_path):
     model = tmp_path / "sd15"
     subprocess.run([sys.executable, str(REPO / "tools" / "make_random_model.py"), "--arch", "sd15", "--out", str(model)], cwd=REPO, check=True, timeout=1800)

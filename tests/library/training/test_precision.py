@@ -35,6 +35,7 @@ def dataset(tmp_path_factory):
     return make_ti_dataset(tmp_path_factory.mktemp("fp16_data"))
 
 
+@pytest.mark.training
 def test_fp16_on_cpu_trains_fp32_vectors_behind_fp16_weights_with_a_loss_scaler(tiny_model_dir, tmp_path, dataset, capsys, caplog):
     caplog.set_level("INFO")
     result = run(train_argv(tiny_model_dir("sd1"), dataset, tmp_path, "--mixed_precision=fp16", "--max_grad_norm=1.0"))
@@ -47,6 +48,7 @@ def test_fp16_on_cpu_trains_fp32_vectors_behind_fp16_weights_with_a_loss_scaler(
     assert "0 of 4 optimizer step(s) skipped because their gradients overflowed" in caplog.text
 
 
+@pytest.mark.training
 def test_an_overflowing_fp16_step_is_skipped_not_written_into_the_vectors(tiny_model_dir, tmp_path, dataset, monkeypatch, caplog):
     model = tiny_model_dir("sd1")
     # a learning rate of 0 steps the optimizer without moving the vectors: the reference for "never written"
@@ -59,6 +61,7 @@ def test_an_overflowing_fp16_step_is_skipped_not_written_into_the_vectors(tiny_m
     assert "3 of 3 optimizer step(s) skipped because their gradients overflowed; final loss scale 1.58456e+29" in caplog.text  # 2**100 / 2**3
 
 
+@pytest.mark.training
 def test_fp16_resume_with_the_scaler_state_equals_an_uninterrupted_run(tiny_model_dir, tmp_path, dataset, monkeypatch):
     model = tiny_model_dir("sd1")
     monkeypatch.setattr(precision, "INIT_SCALE", 2.0**24)  # the first step overflows: the scale the state carries matters
@@ -72,6 +75,7 @@ def test_fp16_resume_with_the_scaler_state_equals_an_uninterrupted_run(tiny_mode
     torch.testing.assert_close(resumed.tokens.vectors_by_slot(), full.tokens.vectors_by_slot(), rtol=0, atol=1e-6)
 
 
+@pytest.mark.training
 def test_full_fp16_runs_without_autocast_and_no_half_vae_keeps_the_vae_fp32(tiny_model_dir, tmp_path, dataset):
     result = run(train_argv(tiny_model_dir("sd1"), dataset, tmp_path, "--mixed_precision=fp16", "--full_fp16", "--no_half_vae", steps=2))
     assert result.models.vae.dtype == torch.float32 and result.models.unet.dtype == torch.float16
@@ -79,6 +83,7 @@ def test_full_fp16_runs_without_autocast_and_no_half_vae_keeps_the_vae_fp32(tiny
     assert result.tokens.parameters()[0].dtype == torch.float32
 
 
+@pytest.mark.training
 def test_full_bf16_trains_one_step(tiny_model_dir, tmp_path, dataset):
     # bf16 is ~100x slower on CPUs without AVX-512: one step of the tiny model proves the path
     result = run(train_argv(tiny_model_dir("sd1"), dataset, tmp_path, "--mixed_precision=bf16", "--full_bf16", "--cache_latents", steps=1))
@@ -99,6 +104,7 @@ def test_nan_latents_from_a_half_vae_suggest_no_half_vae_on_the_uncached_path():
         encode_images(_overflowing_vae(), images, 0.18215, 0.0, [torch.Generator().manual_seed(0)])
 
 
+@pytest.mark.training
 def test_nan_latents_are_refused_at_caching_time_with_the_hint(tiny_model_dir, tmp_path, dataset):
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir("sd1"), model)

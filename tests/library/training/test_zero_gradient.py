@@ -1,18 +1,17 @@
-"""Batches that cannot reach the trained vectors skip their backward pass and train exactly the same vectors."""
+"""Which batches can reach the trained vectors, and the zero gradients of those that cannot.
+
+That skipping their backward trains exactly the same vectors is specified end to end in
+tests/test_train_textual_inversion.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from library.training.parser import build_parser
 from library.models.loading import load_models
-from library.toyworld.world import HELD_OUT, caption, make_dataset
-from library.training import loop
-from library.training.config_file import parse_args_with_config
 from library.training.trainable_tokens import setup_trainable_tokens
 from library.training.zero_gradient import batch_reaches_vectors, fill_missing_gradients
-from tests.helpers.training import TOKEN, train_argv
+from tests.helpers.training import TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -41,40 +40,3 @@ def test_missing_gradients_become_zeros_and_present_ones_stay():
     trained.grad = torch.full((2, 3), 0.5)
     fill_missing_gradients([skipped, trained])
     assert torch.equal(skipped.grad, torch.zeros(2, 3)) and torch.equal(trained.grad, torch.full((2, 3), 0.5))
-
-
-def _dataset_with_regularisation_images(root):
-    """Two images of the concept captioned with the token and two regularisation images without it."""
-    make_dataset(root / "train", 2, seed=1, include=[HELD_OUT], caption_fn=lambda scene: caption(scene, subject=TOKEN))
-    make_dataset(root / "reg", 2, seed=2, include=[HELD_OUT], caption_fn=lambda scene: caption(scene, subject="star"))
-    config = root / "dataset.toml"
-    config.write_text(
-        "[general]\ncaption_extension = '.txt'\n[[datasets]]\nresolution = 64\nbatch_size = 1\n"
-        f"[[datasets.subsets]]\nimage_dir = '{(root / 'train').as_posix()}'\n"
-        f"[[datasets.subsets]]\nimage_dir = '{(root / 'reg').as_posix()}'\nis_reg = true\n"
-    )
-    return config
-
-
-# --torch_compile keeps the graph (no recompile for no-grad mode) and skips only the backward
-@pytest.mark.parametrize(("family", "accumulation", "extra"), [
-    ("sd1", 1, []), ("sd1", 2, []), ("sdxl", 1, []), ("sd1", 1, ["--torch_compile", "--dynamo_backend=aot_eager"]),
-])
-def test_regularisation_batches_skip_the_backward_and_train_the_same_vectors(tiny_model_dir, tmp_path, monkeypatch, family, accumulation, extra):
-    config = _dataset_with_regularisation_images(tmp_path / "data")
-    sdxl = family == "sdxl"
-    parser = build_parser(sdxl)
-
-    def run(out):
-        # AdamW's default weight decay and its momentum move the vectors on zero-gradient steps too
-        argv = train_argv(tiny_model_dir(family), config, out, "--cache_latents", f"--gradient_accumulation_steps={accumulation}", *extra, steps=6)
-        return loop.train(parse_args_with_config(parser, argv), sdxl=sdxl)
-
-    skipping = run(tmp_path / "skipping")
-    monkeypatch.setattr(loop, "batch_reaches_vectors", lambda *args: True)  # the plain path: a backward for every batch
-    every_backward = run(tmp_path / "every_backward")
-
-    assert skipping.skipped_backwards > 0 and every_backward.skipped_backwards == 0
-    for slot, vectors in skipping.tokens.vectors_by_slot().items():
-        assert torch.equal(vectors, every_backward.tokens.vectors_by_slot()[slot]), slot
-    torch.testing.assert_close(torch.tensor(skipping.losses), torch.tensor(every_backward.losses))  # same logged losses
