@@ -20,6 +20,7 @@ from PIL import Image
 
 from library import __version__
 from library.atomic import atomic_path
+from library.tokens import contains_token
 from library.sampling.generate import (
     GenerationDefaults,
     ImageJob,
@@ -64,7 +65,7 @@ def sample_filename(name: str | None, step: int, prompt_index: int, ts: str, see
 def used_embeddings(job: ImageJob, ti_hashes: dict[str, str]) -> dict[str, str]:
     """The embeddings (trigger -> hash) whose trigger word appears in the prompt or negative prompt."""
     text = f"{job.prompt}\n{job.negative_prompt}"
-    return {t: h for t, h in ti_hashes.items() if re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", text, re.IGNORECASE)}
+    return {t: h for t, h in ti_hashes.items() if contains_token(text, t)}  # whole word, exact case: as prompts are encoded
 
 
 def image_parameters(job: ImageJob, *, family: str, model_name: str = "", clip_skip: int | None = None,

@@ -294,5 +294,6 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         logger.info("memory: measured peak %.2f GiB on %s (%s; estimated %.2f GiB)", measured / memory_estimate.GIB, device,
                     "max_memory_allocated" if device.type == "cuda" else "peak RSS", estimate.total / memory_estimate.GIB)
     accelerator.end_training()
+    preflight.release_output_locks()  # the output name is free for the next run in this process or another
     return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, overflow_skipped)
 

@@ -77,8 +77,10 @@ def test_checkpointing_steps_and_resume_latest(tiny_model_dir, tmp_path):
     out = run(tiny, tmp_path, "--checkpointing_steps=1", "--checkpoints_total_limit=2", steps=3)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     train_main([f"--pretrained_model_name_or_path={tiny}", f"--train_data_dir={tmp_path / 'cat_toy'}", *GUIDE_FLAGS,
-                "--resolution=64", "--max_train_steps=4", f"--output_dir={out}", "--seed=1", "--resume_from_checkpoint=latest"])
-    assert (out / "learned_embeds.safetensors").is_file()
+                "--resolution=64", "--max_train_steps=4", f"--output_dir={out}", "--seed=1", "--resume_from_checkpoint=latest",
+                "--save_steps=1"])
+    # it continued from checkpoint-3: only step 4 was trained
+    assert sorted(p.name for p in out.glob("learned_embeds-steps-*")) == ["learned_embeds-steps-4.safetensors"]
 
 
 @pytest.mark.parametrize("layout", ["empty", "mixed"])

@@ -45,13 +45,14 @@ def test_sequential_numbers_continue_after_existing_images(tmp_path):
 
 
 def test_metadata_lists_only_the_embeddings_the_prompt_uses():
-    (job,) = plan_images([parse_prompt_line("a (MyChar4:1.2) cat --n bad-hands-5 --d 3 --ss k_euler_a")], SMALL)
+    # trigger words match as prompts are encoded: whole word, exact case ("UNUSED" is plain text, not "unused")
+    (job,) = plan_images([parse_prompt_line("a (mychar4:1.2) UNUSED cat --n bad-hands-5 --d 3 --ss k_euler_a")], SMALL)
     text, extra = image_parameters(job, family="sd1", model_name="m", clip_skip=2,
                                    ti_hashes={"mychar4": "aaaa", "bad-hands-5": "bbbb", "unused": "cccc"})
     parsed = parse_parameters(text)
     assert parsed["TI hashes"] == "mychar4: aaaa, bad-hands-5: bbbb"
     assert (parsed["Sampler"], parsed["Seed"], parsed["Size"], parsed["Clip skip"]) == ("Euler a", "3", "64x64", "2")
-    assert extra["prompt"] == "a (MyChar4:1.2) cat" and extra["negative-prompt"] == "bad-hands-5" and extra["seed"] == "3"
+    assert extra["prompt"] == "a (mychar4:1.2) UNUSED cat" and extra["negative-prompt"] == "bad-hands-5" and extra["seed"] == "3"
 
 
 def test_sample_images_writes_named_images_with_metadata_and_keeps_the_rng(sd1, tmp_path):
