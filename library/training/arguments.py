@@ -13,6 +13,7 @@ import logging
 
 from library.training.loss import HUBER_SCHEDULES, LOSS_TYPES
 from library.training.lr_schedulers import int_or_ratio, parse_learning_rate
+from library.training.flag_groups import group_adder as _adder
 
 logger = logging.getLogger(__name__)
 
@@ -25,17 +26,6 @@ DYNAMO_BACKENDS = (
     "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt",
     "tensort", "ipex", "tvm",
 )  # fmt: skip
-
-
-def _adder(parser: argparse.ArgumentParser, title: str):
-    """An add_argument for a new argument group that skips flags the parser already defines."""
-    group = parser.add_argument_group(title)
-
-    def add(flag: str, **kwargs) -> None:
-        if flag not in parser._option_string_actions:
-            group.add_argument(flag, **kwargs)
-
-    return add
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
