@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast venv clean device-check
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 # day-to-day lane: everything except end-to-end trainer runs and slow tests (CI runs `make test`)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not training" $(PYTEST_ARGS)
+
+# On a CUDA machine: full-size random models, the GPU matrix of docs/performance.md (under 8 minutes on one modern GPU).
+# On a CPU: the same matrix on the tiny models, CUDA-only cases skipped with the reason.
+device-check: $(STAMP)
+	$(BIN)/python tools/device_check.py --out device_check
 
 clean:
 	rm -rf $(VENV) demo_out

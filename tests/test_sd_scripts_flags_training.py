@@ -17,6 +17,7 @@ import train_textual_inversion
 from library.training.config_file import parse_args_with_config
 from library.models.fp8_storage import FP8_DTYPE
 from library.training.loop import train
+from tests.helpers.logging_state import root_logger_restored
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
 
 pytestmark = pytest.mark.training  # runs the trainer end to end; `make test-fast` leaves it out
@@ -24,20 +25,8 @@ pytestmark = pytest.mark.training  # runs the trainer end to end; `make test-fas
 
 @pytest.fixture
 def restore_logging():
-    import library.cli as cli
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-    cli._console_handler = None
+    with root_logger_restored():
+        yield
 
 
 def test_sd_scripts_flags_shape_the_run_and_its_files(tiny_model_dir, tmp_path, restore_logging):

@@ -3,7 +3,7 @@
 
 Runs the real trainer (`library.training.loop.train`: the real dataset, buckets, latent cache, adapters, optimizer
 and `training_step`) on a generated image set, the reference configuration of docs/performance.md: 3x 512x512, 2x 512x768,
-2x 768x512, 1x 640x512, captions containing the token string, buckets 128..512 step 64 at --resolution.
+2x 768x512, 1x 640x512, captions containing the token string, buckets 128..max(512, --resolution) step 64 at --resolution.
 Steps are timed from one `training_step` call to the next (so a step includes data loading, the loss, backward,
 the optimizer and the loop's bookkeeping); the timing wrapper only reads the clock.
 
@@ -97,7 +97,7 @@ def write_images(folder: Path, seed: int = 0, subject: str = f"{TOKEN}, girl") -
 def write_dataset_toml(root: Path, images: Path, resolution: int, batch_size: int, reg_images: Path | None = None) -> Path:
     config = root / "dataset.toml"
     text = (
-        "[general]\ncaption_extension = '.txt'\nenable_bucket = true\nmin_bucket_reso = 128\nmax_bucket_reso = 512\n"
+        f"[general]\ncaption_extension = '.txt'\nenable_bucket = true\nmin_bucket_reso = 128\nmax_bucket_reso = {max(512, resolution)}\n"
         f"bucket_reso_steps = 64\n[[datasets]]\nresolution = {resolution}\nbatch_size = {batch_size}\n"
         f"[[datasets.subsets]]\nimage_dir = '{images.as_posix()}'\nnum_repeats = 1\n"
     )

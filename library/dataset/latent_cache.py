@@ -281,6 +281,9 @@ def _cache_batch(seed: int, vae, batch, device, dtype, sampling: str) -> None:
 
     pixels = torch.stack([to_tensor(view.rgb) for views in prepared for view in views])
     means, stds = _encode(vae, pixels.to(device=device, dtype=dtype))
+    from library.training.precision import check_finite_latents  # a half VAE's overflow, caught before it is cached
+
+    check_finite_latents(means, vae.dtype, ", ".join(str(record.path) for record, *_ in batch))
 
     k = 0
     for (record, transform, meta, path), views in zip(batch, prepared):

@@ -61,13 +61,13 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def pick_device_and_dtype(args: argparse.Namespace):
-    """The GPU when there is one, else the CPU; the dtype of --fp16/--bf16 (fp32 without)."""
+    """The GPU when there is one, else the CPU; the dtype of --fp16/--bf16 (fp32 without).
+
+    fp16 runs on the CPU too (PyTorch 2.x has fp16 convolutions there); it is slower than fp32 on most CPUs.
+    """
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if args.fp16 and device.type == "cpu":
-        raise UserError("--fp16 needs a CUDA GPU: half-precision convolutions are not supported on the CPU; "
-                        "use --bf16 or leave both out (fp32)")
     if args.xformers:
         from library.optional_deps import require
 

@@ -13,6 +13,7 @@ import logging
 
 from library.training.loss import HUBER_SCHEDULES, LOSS_TYPES
 from library.training.lr_schedulers import int_or_ratio, parse_learning_rate
+from library.training.flag_groups import group_adder as _adder
 
 logger = logging.getLogger(__name__)
 
@@ -25,17 +26,6 @@ DYNAMO_BACKENDS = (
     "eager", "aot_eager", "inductor", "aot_ts_nvfuser", "nvprims_nvfuser", "cudagraphs", "ofi", "fx2trt", "onnxrt",
     "tensort", "ipex", "tvm",
 )  # fmt: skip
-
-
-def _adder(parser: argparse.ArgumentParser, title: str):
-    """An add_argument for a new argument group that skips flags the parser already defines."""
-    group = parser.add_argument_group(title)
-
-    def add(flag: str, **kwargs) -> None:
-        if flag not in parser._option_string_actions:
-            group.add_argument(flag, **kwargs)
-
-    return add
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +105,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add = _adder(parser, "precision and speed")
     add("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"], help="autocast precision (default no)")
     add("--no_half_vae", action="store_true", help="keep the VAE in float32 under mixed precision")
+    add("--full_fp16", action="store_true",
+        help="no autocast: the whole forward runs in fp16 (needs --mixed_precision fp16); the trained vectors keep a float32 master copy")
+    add("--full_bf16", action="store_true",
+        help="no autocast: the whole forward runs in bf16 (needs --mixed_precision bf16); the trained vectors keep a float32 master copy")
     add("--seed", type=int, default=None, help="random seed for reproducible training")
     add("--sdpa", action="store_true", help="use PyTorch scaled-dot-product attention")
     add("--xformers", action="store_true", help="use xformers memory-efficient attention (needs the xformers package)")

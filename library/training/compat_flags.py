@@ -28,12 +28,6 @@ class CompatFlag:
 TRAINER_COMPAT_FLAGS: tuple[CompatFlag, ...] = (
     CompatFlag("--lowram", "models load straight to their device"),
     CompatFlag("--highvram", "nothing is moved off the GPU between steps to begin with"),
-    CompatFlag(
-        "--full_fp16",
-        "needs --mixed_precision fp16, as in sd-scripts; the frozen weights already use that dtype and the trained "
-        "vectors keep a float32 master copy, so there is no fp16 gradient mode to switch to",
-    ),
-    CompatFlag("--full_bf16", "needs --mixed_precision bf16; as --full_fp16, for bf16"),
     CompatFlag("--local_rank", "diffusers example; accelerate sets the process rank", {"type": int, "default": None}),
     CompatFlag(
         "--fused_backward_pass",

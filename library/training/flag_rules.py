@@ -80,13 +80,32 @@ def _precision(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None
 def _machine(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:
     """Flags this machine cannot honour: refused now rather than after minutes of loading."""
     cuda = torch.cuda.is_available()
-    if args.mixed_precision == "fp16" and not cuda:
-        problems.add("--mixed_precision fp16 needs a CUDA GPU (half-precision convolutions are not supported on CPU); use --mixed_precision bf16 or no")
+    _gpu_optimizer(args, cuda, problems)
     if _on(args, "xformers"):
         if not cuda:
             problems.add("--xformers needs a CUDA GPU; leave it out to use PyTorch's scaled-dot-product attention (--sdpa, the default)")
         else:
             _require(problems, "xformers", "--xformers")
+
+
+def _gpu_optimizer(args: argparse.Namespace, cuda: bool, problems: Problems) -> None:
+    """bitsandbytes' 8-bit and paged optimizers (also --use_8bit_adam) need CUDA and the package: said before loading."""
+    from library.training.optimizers import cuda_only_optimizer, resolve_optimizer_type
+
+    try:
+        name = resolve_optimizer_type(getattr(args, "optimizer_type", None), use_8bit_adam=_on(args, "use_8bit_adam"),
+                                      use_lion_optimizer=_on(args, "use_lion_optimizer"))
+    except UserError as err:
+        problems.add(str(err))
+        return
+    if not cuda_only_optimizer(name):
+        return
+    flag = "--use_8bit_adam" if _on(args, "use_8bit_adam") else f"--optimizer_type {name}"
+    if not cuda:
+        problems.add(f"{flag}: bitsandbytes 8-bit and paged optimizers need a CUDA GPU, and none is available; "
+                     "use --optimizer_type AdamW (or Lion, Prodigy, ...) on this machine")
+    else:
+        _require(problems, "bitsandbytes", flag)
 
 
 def _slow_bf16(args: argparse.Namespace, sdxl: bool, problems: Problems) -> None:

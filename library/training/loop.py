@@ -32,7 +32,8 @@ from library.training.loss import snr_table
 from library.training.loss_chart import draw_loss_chart
 from library.training.noise import apply_zero_terminal_snr
 from library.training.flag_rules import check_training_flags
-from library.training import preflight
+from library.training import memory_estimate, preflight
+from library.training.precision import step_was_skipped
 from library.training.run_setup import make_accelerator, total_steps, weight_dtype_for
 from library.training.token_window import token_window, warn_if_captions_overflow
 from library.training.resume_check import adopt_saved_seed, check_resume, run_identity
@@ -62,6 +63,7 @@ class TrainResult:
     tokens: object = None
     skipped_backwards: int = 0  # batches that could not reach the vectors (exact zero gradient, no backward)
     validation_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of each validation
+    overflow_skipped_steps: int = 0  # fp16: optimizer steps the loss scaler skipped (gradients overflowed)
     output_files: list = field(default_factory=list)  # every concept's final embedding (one with one concept)
     concept_validation_losses: list = field(default_factory=list)  # several concepts: (step, {token string: loss})
 
@@ -97,6 +99,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     for module in (models.unet, *models.text_encoders):
         module.requires_grad_(False).to(weight_dtype)
     models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
+    loaded_weight_bytes = memory_estimate.weight_bytes_by_dtype([models.unet, *models.text_encoders, models.vae])  # before the VAE may be freed
     if args.fp8_base:
         from library.models.fp8_storage import store_in_fp8
 
@@ -191,6 +194,11 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
         if len(concepts) > 1:
             print("\n".join(concept_summary_lines(concepts, tokens, group, rates, stems)), flush=True)
+        estimate = memory_estimate.estimate_for_run(
+            models, tokens, group, device, loaded_weight_bytes, gradient_checkpointing=args.gradient_checkpointing,
+            activation_dtype=weight_dtype, max_token_length=args.max_token_length, optimizer=optimizer,
+        )
+        print("\n".join(estimate.lines()), flush=True)
     start_tracking(accelerator, args)
     hasher = ModelHasher(args.pretrained_model_name_or_path) if is_main and Path(args.pretrained_model_name_or_path).exists() else None
     saver = Saver(args, models, family, tokens, hasher, accelerator, data_setup.training_resolution(group, family), num_epochs, stems=stems)
@@ -207,7 +215,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     losses: list[float] = []
     concept_losses: dict[int, list[float]] = {}  # several concepts: each batch's loss under the concept it trained
     skipped_backwards = 0  # batches whose captions hold no trained token (see zero_gradient)
+    overflow_skipped = 0  # fp16 steps the loss scaler skipped: the vectors were not written (see precision)
     global_step = progress.global_step
+    progress_start = global_step
     bar = tqdm(total=max_steps, initial=global_step, smoothing=0, disable=not is_main, desc="steps")
     if args.sample_at_first and global_step == 0:
         sampler.sample(step=0)
@@ -256,6 +266,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     if accelerator.sync_gradients and args.max_grad_norm:
                         accelerator.clip_grad_norm_(tokens.parameters(), args.max_grad_norm)  # every trained vector, all encoders
                     optimizer.step()
+                    if accelerator.sync_gradients and step_was_skipped(optimizer):
+                        overflow_skipped += 1
+                        logger.debug("step %d: fp16 gradients overflowed; the loss scaler skipped the update", global_step + 1)
                     optimizer.zero_grad(set_to_none=True)
                 if not accelerator.sync_gradients:
                     continue
@@ -294,6 +307,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             "%d batch(es) had no trained token in their captions (regularisation images, captions without the token string or with it truncated away): "
             "their gradient is exactly zero, so their backward pass was skipped", skipped_backwards,
         )
+    if accelerator.scaler is not None and is_main:
+        logger.info("fp16 loss scaling: %d of %d optimizer step(s) skipped because their gradients overflowed; final loss scale %g",
+                    overflow_skipped, global_step - progress_start, accelerator.scaler.get_scale())
     final = saver.save_final(global_step, progress.epoch)
     if args.save_state or args.save_state_on_train_end:
         saver.save_final_state(progress, optimizer, lr_scheduler)
@@ -307,7 +323,12 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             chart = draw_loss_chart(values, Path(args.output_dir) / f"{stem}_loss.png", title=f"loss of {concepts[index].token_string!r} ({stem})")
             if chart:
                 logger.info("saved the loss chart of %r: %s", concepts[index].token_string, chart)
+    if is_main:
+        measured = memory_estimate.measured_peak_bytes(device)
+        logger.info("memory: measured peak %.2f GiB on %s (%s; estimated %.2f GiB)", measured / memory_estimate.GIB, device,
+                    "max_memory_allocated" if device.type == "cuda" else "peak RSS", estimate.total / memory_estimate.GIB)
     accelerator.end_training()
     preflight.release_output_locks()  # the output name is free for the next run in this process or another
-    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, saver.final_paths, validator.concept_losses)
+    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, overflow_skipped,
+                       output_files=saver.final_paths, concept_validation_losses=validator.concept_losses)
 

@@ -75,6 +75,12 @@ OPTIMIZER_NAMES: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
 """The `--optimizer_type` names known without a dotted path (plus any class of `torch.optim`)."""
 
 
+def cuda_only_optimizer(name: str) -> bool:
+    """Whether `--optimizer_type name` is one of bitsandbytes' 8-bit / paged optimizers (CUDA only)."""
+    spec = _BY_LOWER.get(name.strip().lower())
+    return bool(spec and spec.cuda_only)
+
+
 def resolve_optimizer_type(optimizer_type: str | None, *, use_8bit_adam: bool = False, use_lion_optimizer: bool = False) -> str:
     """sd-scripts' old switches `--use_8bit_adam` / `--use_lion_optimizer` mapped onto `--optimizer_type`."""
     given = (optimizer_type or "").strip()

@@ -11,6 +11,9 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
 
+from library.errors import UserError
+from library.optional_deps import require
+from library.training import precision
 from library.training.tracking import login_to_wandb, run_logging_dir, trackers_for
 
 
@@ -23,14 +26,16 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
     # train several embeddings) may ask for other precision or accumulation. The process group itself is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
-        kwargs_handlers=ddp_kwargs_handlers(args),
+        kwargs_handlers=ddp_kwargs_handlers(args) + precision.accelerator_kwargs_handlers(args),
     )
+    precision.add_cpu_loss_scaling(accelerator)  # accelerate makes no fp16 scaler/autocast on a CPU
+    return accelerator
 
 
 def ddp_kwargs_handlers(args: argparse.Namespace) -> list:

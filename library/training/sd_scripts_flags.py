@@ -25,6 +25,7 @@ import torch
 
 from library.cli import add_logging_arguments
 from library.errors import UserError
+from library.training.flag_groups import group_adder as _adder
 
 
 @dataclass(frozen=True)
@@ -90,16 +91,6 @@ _REFUSED_KWARGS: dict[str, dict] = {
 
 # flags whose values are secrets: never logged, echoed or written into an embedding's metadata
 SECRET_DESTS = frozenset({"huggingface_token", "hub_token", "wandb_api_key"})  # hub_token: the diffusers example's
-
-
-def _adder(parser: argparse.ArgumentParser, title: str):
-    group = parser.add_argument_group(title)
-
-    def add(flag: str, **kwargs) -> None:
-        if flag not in parser._option_string_actions:
-            group.add_argument(flag, **kwargs)
-
-    return add
 
 
 def add_model_spec_arguments(parser: argparse.ArgumentParser) -> None:

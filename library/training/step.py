@@ -13,6 +13,7 @@ import torch
 
 from library.models.fp8_storage import compute_dtype_of
 from library.training.family import ConditioningSettings
+from library.training.precision import check_finite_latents
 from library.training.loss import LossSettings
 from library.training.noise import NoiseSettings
 
@@ -60,6 +61,7 @@ def encode_images(vae, images: torch.Tensor, latents: LatentScaling, generators:
     with torch.no_grad():
         dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
     mean, std = dist.mean.float(), dist.std.float()
+    check_finite_latents(mean, vae.dtype, "a training batch")  # without --cache_latents, a half VAE's overflow shows here
     if latents.sampling == "deterministic":
         return (mean - latents.shift) * latents.scale
     if latents.sampling == "once":

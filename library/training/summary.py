@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from library.training.precision import loss_scaling_line
+
 from library.training import diffusers_outputs
 
 
@@ -27,7 +29,10 @@ def summary_lines(args: argparse.Namespace, models, family, tokens, group, val_g
         f"  steps:            {max_steps} optimizer steps = {num_epochs} epoch(s) x {steps_per_epoch} step(s)",
         f"  optimizer:        {optimizer_name}, learning rate {args.learning_rate}, scheduler {args.lr_scheduler}",
         f"  precision:        {args.mixed_precision} (frozen weights {str(weight_dtype).removeprefix('torch.')}, vectors float32)"
-        + (", gradient checkpointing" if args.gradient_checkpointing else ""),
+        + (", gradient checkpointing" if args.gradient_checkpointing else "")
+        + (", no autocast (--full_fp16/--full_bf16)" if getattr(args, "full_fp16", False) or getattr(args, "full_bf16", False) else "")
+        + (", VAE float32 (--no_half_vae)" if args.no_half_vae and args.mixed_precision != "no" else ""),
+        *([f"  loss scaling:     {line}"] if (line := loss_scaling_line(accelerator)) else []),
         f"  device:           {accelerator.device}",
         f"  output:           {args.output_dir}/"
         + (diffusers_outputs.embedding_file_name(args) if getattr(args, "_diffusers_outputs", False)

@@ -10,22 +10,13 @@ import pytest
 import gen_img
 import library.cli as cli
 from library.errors import UserError
+from tests.helpers.logging_state import root_logger_restored
 
 
 @pytest.fixture(autouse=True)
 def restore_root_logger():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-    cli._console_handler = None
+    with root_logger_restored():
+        yield
 
 
 def flags(*argv: str) -> argparse.Namespace:
