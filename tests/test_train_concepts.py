@@ -196,3 +196,30 @@ def test_a_concept_with_more_vectors_than_a_caption_holds_is_refused_before_load
     config.write_text(config.read_text().replace("num_vectors_per_token = 1", "num_vectors_per_token = 80"))
     with pytest.raises(UserError, match=rf"num_vectors_per_token 80 of the concept '{SECOND}' \(datasets\[0\]\.subsets\[1\]\) cannot fit the 75-token window"):
         check_training_flags(parse_training_args(train_argv(tmp_path, config, tmp_path)), sdxl=False)
+
+
+def test_each_concept_file_name_is_locked_against_a_second_run(tiny_model_dir, tmp_path, two_concepts):
+    from library.training import preflight
+
+    # another process holds the second concept's name in the same folder
+    import fcntl
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / f".{SECOND}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"4242", 0)
+    try:
+        import subprocess
+        import sys
+
+        repo = Path(__file__).resolve().parents[1]
+        code = ("import sys; from library.cli import run_main; from train_textual_inversion import main; "
+                "sys.exit(run_main(main, sys.argv[1:]))")
+        done = subprocess.run([sys.executable, "-c", code, *train_argv(tiny_model_dir("sd1"), two_concepts, out)],
+                              cwd=repo, capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(fd)
+        preflight.release_output_locks()
+    assert done.returncode != 0 and f"another run (pid 4242) is writing {SECOND}" in done.stderr + done.stdout

@@ -91,6 +91,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     # the concepts the run trains (issue 17): one from the flags, or several named by the dataset config's subsets
     dataset_params = data_setup.dataset_params(args)
     concepts = resolve_concepts(dataset_params, args)
+    if is_main and len(concepts) > 1:  # each concept's file name is locked like --output_name: two runs never write one file
+        for concept in concepts:
+            preflight.lock_output_name(Path(args.output_dir or "."), concept.file_stem(False, args.output_name))
 
     # --- models: frozen weights in the mixed-precision dtype, then fp32 trainable vectors behind the vocabulary
     models = model_setup.load_models_for(args, sdxl=sdxl)
