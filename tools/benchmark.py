@@ -28,8 +28,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -43,6 +41,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from library.cli import run_main  # noqa: E402
+from library.training.memory_estimate import peak_rss_bytes  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _PROCESS_START
 TOKEN = "bnchtok"
@@ -151,10 +150,8 @@ def _sync(device) -> None:
 
 
 def peak_memory_bytes(device) -> dict:
-    """Peak RSS of this process (ru_maxrss is KiB on Linux, bytes on macOS) and, on CUDA, peak allocated."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss = rss if platform.system() == "Darwin" else rss * 1024
-    out = {"peak_rss_bytes": int(rss)}
+    """Peak RSS of this process (its own, not a parent's: see peak_rss_bytes) and, on CUDA, peak allocated."""
+    out = {"peak_rss_bytes": peak_rss_bytes()}
     if device is not None and torch.device(device).type == "cuda":
         out["peak_cuda_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return out

@@ -157,6 +157,21 @@ def measured_peak_bytes(device: torch.device) -> int:
     """The peak the run really used: `torch.cuda.max_memory_allocated` on CUDA, the process's peak RSS elsewhere."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS.
+
+    Linux keeps ru_maxrss across fork and exec, so a run started by a large parent (pytest, `accelerate launch`)
+    would report the parent's peak; /proc/self/status VmHWM belongs to this program's memory alone.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if platform.system() == "Darwin" else peak * 1024)
 

@@ -79,3 +79,16 @@ def test_full_size_sd15_at_256px_estimate_is_within_20_percent_of_the_measured_p
     config = make_ti_dataset(tmp_path / "data", n=2, batch_size=1, resolution=256)
     estimated, measured = _run_and_read(train_argv(model, config, tmp_path / "out", "--cache_latents", steps=2))
     assert abs(estimated - measured) / measured < 0.20, (estimated, measured)
+
+
+def test_the_measured_peak_is_the_runs_own_not_its_parents(tmp_path):
+    # Linux keeps ru_maxrss across fork and exec: a child of a 1 GiB parent would report 1 GiB of its own
+    child = "from library.training.memory_estimate import peak_rss_bytes; print(peak_rss_bytes())"
+    parent = (
+        "import subprocess, sys\n"
+        "ballast = bytearray(1 << 30)\n"  # touched: resident in this parent
+        "for i in range(0, len(ballast), 4096): ballast[i] = 1\n"
+        f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, cwd={str(REPO)!r}).stdout)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert int(done.stdout.split()[0]) < 512 * 2**20, done.stdout + done.stderr
