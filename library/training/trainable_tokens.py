@@ -15,8 +15,22 @@ from library.tokens import add_new_tokens, make_caption_rewriter, new_token_name
 logger = logging.getLogger(__name__)
 
 
+class PublishedVectors:
+    """`published()` for token holders that define vectors_by_slot, published_vectors and load_vectors."""
+
+    @contextmanager
+    def published(self) -> Iterator[None]:
+        """Within the block the text encoders embed the published vectors (for sampling); the live ones come back after."""
+        live = self.vectors_by_slot()
+        self.load_vectors(self.published_vectors())
+        try:
+            yield
+        finally:
+            self.load_vectors(live)
+
+
 @dataclass
-class TrainableTokens:
+class TrainableTokens(PublishedVectors):
     """New token names, their ids per tokenizer, and the embedding module per text encoder."""
 
     token_string: str
@@ -44,16 +58,6 @@ class TrainableTokens:
         """
         return self.vectors_by_slot()
 
-    @contextmanager
-    def published(self) -> Iterator[None]:
-        """Within the block the text encoders embed the published vectors (for sampling); the live ones come back after."""
-        live = self.vectors_by_slot()
-        self.load_vectors(self.published_vectors())
-        try:
-            yield
-        finally:
-            self.load_vectors(live)
-
     def load_vectors(self, vectors: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for slot, emb in zip(self.slots, self.embeddings):
@@ -77,7 +81,7 @@ class TrainableTokens:
 
 
 @dataclass
-class ConceptTokens:
+class ConceptTokens(PublishedVectors):
     """Several concepts trained in one run (issue 17), each a TrainableTokens with its own parameter per encoder.
 
     Offers the one-concept interface the loop, saver and sampler use: parameters, the state's vectors (keyed
@@ -126,15 +130,6 @@ class ConceptTokens:
 
     def published_vectors(self) -> dict[str, torch.Tensor]:
         return {f"{slot}/{c.token_string}": v for c in self.concepts for slot, v in c.published_vectors().items()}
-
-    @contextmanager
-    def published(self) -> Iterator[None]:
-        live = self.vectors_by_slot()
-        self.load_vectors(self.published_vectors())
-        try:
-            yield
-        finally:
-            self.load_vectors(live)
 
     def load_vectors(self, vectors: dict[str, torch.Tensor]) -> None:
         for c in self.concepts:
