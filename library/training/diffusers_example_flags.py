@@ -78,7 +78,7 @@ def _flags(sdxl: bool) -> list[tuple[str, dict]]:
         ("--tokenizer_name", {"type": str, "default": None,
                               "help": "diffusers example: a tokenizer folder; must be the model's own (the tokenizers are bundled)"}),
         ("--revision", {"type": str, "default": None, "help": "diffusers example: hub revision; refused with a hub model id, no effect on a local path"}),
-        ("--variant", {"type": str, "default": None, "help": "diffusers example: weights variant such as fp16 (read from a diffusers folder that has it)"}),
+        ("--variant", {"type": str, "default": None, "help": "diffusers example: weights variant such as fp16 (a diffusers folder holding only that variant is read as it is; otherwise a warning says which weights are used)"}),
         ("--save_as_full_pipeline", {**flag, "help": "diffusers example: also save a full diffusers pipeline with the new token in --output_dir"}),
         ("--only_save_embeds", {**flag, "help": "older diffusers example: save only the embeddings (what this suite always does)"}),
         ("--push_to_hub", {**flag, "help": "diffusers example: refused, uploading is not part of this suite"}),
@@ -254,8 +254,14 @@ def _apply_speed_and_model_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--revision {args.revision}: models are loaded from local paths only; download the revision first and pass its folder")
     if args.revision is not None:
         logger.warning("--revision %s has no effect on the local model %s", args.revision, model)
-    if args.variant is not None and not any(Path(model).glob(f"*/*.{args.variant}.*")):
-        logger.warning("--variant %s: %s has no files of that variant; its regular weights are used", args.variant, model)
+    if args.variant is not None:
+        variant_files = list(Path(model).glob(f"*/*.{args.variant}.*"))
+        regular_files = [p for p in Path(model).glob("*/diffusion_pytorch_model.*") if p.suffixes[:1] != [f".{args.variant}"]]
+        if not variant_files:
+            logger.warning("--variant %s: %s has no files of that variant; its regular weights are used", args.variant, model)
+        elif regular_files:
+            logger.warning("--variant %s: %s also has regular weights, and those are used (a variant is loaded only from a "
+                           "folder without regular weights)", args.variant, model)
     if args.tokenizer_name is not None:
         logger.warning(
             "--tokenizer_name %s: the CLIP tokenizers are bundled with this suite and always used; a different tokenizer "

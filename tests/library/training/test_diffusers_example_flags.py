@@ -125,3 +125,32 @@ def test_resume_latest_picks_the_highest_checkpoint_and_refuses_when_there_is_no
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-20")
     args = _apply("--placeholder_token=tok", "--resume_from_checkpoint=latest", f"--output_dir={tmp_path}")
     assert args.resume == str(tmp_path / "checkpoint-20")
+
+
+def test_model_source_flags_say_what_they_do_here(tmp_path, caplog):
+    import logging
+
+    import torch
+
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    (model / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        _apply("--pretrained_model_name_or_path", str(model), "--placeholder_token", "<t>", "--initializer_token", "toy",
+               "--revision", "main", "--variant", "fp16", "--tokenizer_name", "other/tokenizer")
+    assert "--revision main has no effect on the local model" in caplog.text
+    assert "--variant fp16" in caplog.text and "no files of that variant" in caplog.text
+    assert "--tokenizer_name other/tokenizer: the CLIP tokenizers are bundled" in caplog.text
+    caplog.clear()
+    (model / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        _apply("--pretrained_model_name_or_path", str(model), "--placeholder_token", "<t>", "--variant", "fp16")
+    assert "also has regular weights, and those are used" in caplog.text
+    with pytest.raises(UserError, match="--revision v1: models are loaded from local paths only"):
+        _apply("--pretrained_model_name_or_path", "org/hub-model", "--placeholder_token", "<t>", "--revision", "v1")
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        _apply("--pretrained_model_name_or_path", str(model), "--placeholder_token", "<t>", "--allow_tf32")
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
