@@ -10,15 +10,11 @@ import pytest
 import torch
 
 from library.errors import UserError
-from library.training.loop import train
-from library.training.parser import parse_training_args
+from library.training.parser import run_training
 from tests.helpers.training import make_ti_dataset, train_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]  # trains the tiny model
 
-
-def run_training(argv: list[str]):
-    return train(parse_training_args(argv), sdxl=False)
 
 
 @pytest.fixture(scope="module")

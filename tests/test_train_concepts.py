@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from library.errors import UserError
 from library.toyworld.world import caption, make_dataset
 from library.training.loop import train
-from library.training.parser import parse_training_args
+from library.training.parser import parse_training_args, run_training as run
 from tests.helpers.training import TOKEN, train_argv
 
 SECOND = "toyxcube"
@@ -33,9 +33,6 @@ def make_two_concept_dataset(root: Path, *, extra_general: str = "", second_keys
     )
     return config
 
-
-def run(argv: list[str]):
-    return train(parse_training_args(argv), sdxl=False)
 
 
 @pytest.fixture(scope="module")

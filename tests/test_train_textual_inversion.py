@@ -16,11 +16,11 @@ import train_textual_inversion
 from library.cli import run_main
 from library.embeddings import read_embedding, save_embedding
 from library.models.loading import load_models
-from library.training.parser import parse_training_args
 from library.toyworld.world import HELD_OUT, caption, make_dataset
 from library.training import loop
 from library.training.config_file import parse_args_with_config
 from library.training.loop import train
+from library.training.parser import run_training
 from library.training.trainable_tokens import TrainableTokens
 from tests.helpers.a1111 import a1111_refusal
 from tests.helpers.training import TOKEN, make_ti_dataset, train_argv
@@ -29,9 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.training  # every test here runs the trainer; `make test-fast` leaves them out
 
-
-def run_training(argv: list[str]):
-    return train(parse_training_args(argv), sdxl=False)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from library.training.loop import train
-from library.training.parser import parse_training_args
+from library.training.parser import run_training
 from tests.helpers.training import make_ti_dataset, train_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]  # each test trains the tiny model (10-30 s on two shared cores)
 
-
-def run_training(argv: list[str]):
-    return train(parse_training_args(argv), sdxl=False)
 
 
 @pytest.fixture(scope="module")

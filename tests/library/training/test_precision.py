@@ -20,14 +20,10 @@ from library.errors import UserError
 from library.models.tiny import build_tiny_components
 from library.training import precision
 from library.training.flag_rules import flag_problems
-from library.training.loop import train
-from library.training.parser import parse_training_args
+from library.training.parser import parse_training_args, run_training as run
 from library.training.step import encode_images
 from tests.helpers.training import make_ti_dataset, train_argv
 
-
-def run(argv: list[str]):
-    return train(parse_training_args(argv), sdxl=False)
 
 
 @pytest.fixture(scope="module")
