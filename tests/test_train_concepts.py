@@ -60,20 +60,75 @@ def test_two_concepts_train_in_one_run_and_each_gets_its_own_file(tiny_model_dir
     assert "2 images (4 with repeats)" in out
 
 
-def test_every_batch_holds_one_concept(tiny_model_dir, tmp_path, two_concepts):
+def _single_concept_configs(root: Path, two_concepts: Path) -> tuple[Path, Path]:
+    """Each concept's subset alone in its own dataset TOML: the configs of the two runs a two-concept run replaces."""
+    text = two_concepts.read_text()
+    head, first, second = text.split("[[datasets.subsets]]")
+    one, two = root / "first.toml", root / "second.toml"
+    one.write_text(head + "[[datasets.subsets]]" + first)
+    two.write_text(head + "[[datasets.subsets]]" + second)
+    return one, two
+
+
+def test_lockstep_gives_each_concept_the_batches_of_its_own_run(tiny_model_dir, tmp_path):
     from library.dataset.group import build_dataset_group
+    from library.dataset.lockstep import ConceptLockstep
     from library.training import data_setup
     from library.training.concepts import resolve_concepts
 
-    args = parse_training_args(train_argv(tiny_model_dir("sd1"), two_concepts, tmp_path))
+    # the second concept has 1 batch per epoch, the first 2: the second starts its next epoch every step
+    config = make_two_concept_dataset(tmp_path, second_keys="")
+    config.write_text(config.read_text().replace("num_repeats = 2", "num_repeats = 1"))
+    args = parse_training_args(train_argv(tiny_model_dir("sd1"), config, tmp_path))
     params = data_setup.dataset_params(args)
     concepts = resolve_concepts(params, args)
-    group = build_dataset_group(params, concept_tokens=[c.token_string for c in concepts])
+    lockstep = ConceptLockstep(build_dataset_group(params, seed=7, concept_tokens=[c.token_string for c in concepts]), 2)
+    assert len(lockstep) == 2 and [len(v) for v in lockstep.views] == [2, 1]
+
+    singles = []
+    for single_config in _single_concept_configs(tmp_path, config):
+        single_args = parse_training_args(train_argv(tiny_model_dir("sd1"), single_config, tmp_path))
+        singles.append(build_dataset_group(data_setup.dataset_params(single_args), seed=7))
     for epoch in range(3):
-        for part_index, items in group.batch_plan(epoch):
-            part = group.parts[part_index]
-            assert len({part.concept_of(i) for i in items}) == 1
-    assert [group.concept_counts(i)[1] for i in range(2)] == [4, 4]
+        lockstep.set_epoch(epoch)
+        for index in range(len(lockstep)):
+            step = epoch * len(lockstep) + index
+            for concept, batch in enumerate(lockstep[index]["concept_batches"]):
+                own = singles[concept]
+                expected = own.batch_at(*divmod(step, len(own)))
+                assert batch["concept"] == concept
+                assert batch["image_paths"] == expected["image_paths"] and batch["captions"] == expected["captions"]
+                assert torch.equal(batch["images"], expected["images"])
+
+
+OWN_RATE = 0.05  # the second concept's own learning_rate in the per-concept-rate cases
+
+
+@pytest.mark.parametrize("flags, own_rate", [
+    ((), None),
+    (("--max_grad_norm=1e-4", "--optimizer_type=SGDNesterov", "--learning_rate=1e2"), None),
+    (("--optimizer_type=AdamW", "--lr_scheduler=cosine", "--lr_warmup_steps=1"), OWN_RATE),
+    (("--optimizer_type=Adafactor", "--optimizer_args", "relative_step=False", "scale_parameter=False"), OWN_RATE),
+    (("--optimizer_type=AdamWScheduleFree",), OWN_RATE),
+], ids=["adamw", "clipped-sgd", "own-rate-cosine", "own-rate-adafactor", "own-rate-schedule-free"])
+def test_a_two_concept_run_trains_each_concept_as_its_own_run_would(tiny_model_dir, tmp_path, flags, own_rate):
+    # clipped: a norm shared by the concepts would shrink each one's step by the other's gradient;
+    # own rate: the second concept's learning_rate key gives it the rate its own run would get from --learning_rate
+    model = tiny_model_dir("sd1")
+    config = make_two_concept_dataset(tmp_path / "data", second_keys=f"learning_rate = {own_rate}\n" if own_rate else "")
+    both = run(train_argv(model, config, tmp_path / "both", *flags, steps=3))
+    first_config, second_config = _single_concept_configs(tmp_path, config)
+    first = run(train_argv(model, first_config, tmp_path / "first", *flags, steps=3))
+    second_argv = [a for a in train_argv(model, second_config, tmp_path / "second", *flags, steps=3)
+                   if not a.startswith(("--token_string", "--init_word", "--num_vectors_per_token"))]
+    if own_rate:
+        second_config.write_text(second_config.read_text().replace(f"learning_rate = {own_rate}\n", ""))
+        second_argv = [a for a in second_argv if not a.startswith("--learning_rate")] + [f"--learning_rate={own_rate}"]
+    second = run(second_argv)
+    vectors = both.tokens.vectors_by_slot()
+    torch.testing.assert_close(vectors[f"emb_params/{TOKEN}"], first.tokens.vectors_by_slot()["emb_params"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(vectors[f"emb_params/{SECOND}"], second.tokens.vectors_by_slot()["emb_params"], rtol=1e-5, atol=1e-6)
+    assert both.global_step == first.global_step == second.global_step == 3
 
 
 @pytest.mark.slow
@@ -141,7 +196,8 @@ def test_validation_loss_chart_samples_and_debug_dataset_know_each_concept(tiny_
     step, by_concept = result.concept_validation_losses[0]  # at step 2, and again at the end of the epoch
     assert step == 2 and set(by_concept) == {TOKEN, SECOND} and all(v > 0 for v in by_concept.values())
     out = tmp_path / "out"
-    assert (out / "ti_loss.png").is_file() and (out / f"ti-{TOKEN}_loss.png").is_file() and (out / f"{SECOND}_loss.png").is_file()
+    assert (out / "ti_loss.png").is_file() and (out / f"{SECOND}_loss.png").is_file()  # each concept's chart beside its file
+    assert not (out / f"ti-{TOKEN}_loss.png").exists()
     assert any(p.suffix == ".png" for p in (out / "sample").iterdir())
     run(train_argv(model, config, tmp_path / "debug", "--debug_dataset", "--debug_dataset_count=50"))
     printed = capsys.readouterr().out
@@ -162,7 +218,7 @@ def test_sdxl_trains_clip_l_and_clip_g_per_concept_with_latents_cached_to_disk(t
 
 
 @pytest.mark.slow
-def test_two_processes_train_every_concept(tiny_model_dir, tmp_path):
+def test_two_processes_train_every_concept_as_one_process_with_two_accumulation_steps(tiny_model_dir, tmp_path):
     import os
     import socket
     import subprocess
@@ -180,10 +236,12 @@ def test_two_processes_train_every_concept(tiny_model_dir, tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x2 process(es)" in done.stdout and "concepts:         2" in done.stdout
-    for name in ("ti", SECOND):
+    # one process accumulating two lockstep items sees the same global batch, with the same per-sample noise
+    one = run(train_argv(tiny_model_dir("sd1"), config, tmp_path / "one", "--gradient_accumulation_steps=2", steps=2))
+    for name, token in (("ti", TOKEN), (SECOND, SECOND)):
         vectors = load_file(str(tmp_path / "two" / f"{name}.safetensors"))["emb_params"]
-        assert torch.isfinite(vectors).all()
         assert (tmp_path / "two" / f"{name}-step00000002.safetensors").is_file()
+        torch.testing.assert_close(vectors, one.tokens.vectors_by_slot()[f"emb_params/{token}"], rtol=1e-4, atol=1e-5)
 
 
 def test_a_concept_with_more_vectors_than_a_caption_holds_is_refused_before_loading(tmp_path):

@@ -13,6 +13,7 @@ forward from the input embeddings, UNet forward, backward to the encoder hidden 
 embeddings only (no weight gradients). step/floor near 1 means the trainer adds nothing to the model's compute.
 
     python tools/benchmark.py --model tiny-sd1 --steps 4 --warmup 1
+    python tools/benchmark.py --compare_concepts      # two concepts in one run vs two runs, on the toy model
     python tools/make_random_model.py --arch sd15 --out /tmp/sd15 && \\
         python tools/benchmark.py --model /tmp/sd15 --mixed_precision bf16 --cache_latents --json sd15_bf16.json
 Flags the benchmark does not know are passed to the trainer (e.g. --full_bf16, --clip_skip 2).
@@ -51,12 +52,19 @@ TINY_MODELS = {"tiny-sd1": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", required=True, help="model directory or single file, or tiny-sd1 / tiny-sd2 / tiny-sdxl (built in-process)")
+    parser.add_argument("--model", default=None, help="model directory or single file, or tiny-sd1 / tiny-sd2 / tiny-sdxl (built in-process); "
+                        "required unless --compare_concepts")
+    parser.add_argument("--compare_concepts", action="store_true",
+                        help="instead: time two single-concept runs back to back and one run training both concepts, on the toy "
+                             "model (fresh trainer processes; --steps per concept, default 300 here), and print the ratio")
+    parser.add_argument("--repeats", type=int, default=1, help="--compare_concepts: runs of each kind (the median is reported)")
+    parser.add_argument("--score_samples", type=int, default=0,
+                        help="--compare_concepts: also score each embedding of the two-concept run with this many samples (concept recovery)")
     parser.add_argument("--sdxl", action="store_true", help="use the SDXL trainer (implied by tiny-sdxl)")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
-    parser.add_argument("--steps", type=int, default=16, help="timed steps after the warm-up")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps after the warm-up (default 16)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps first; the default, one epoch (8 steps at batch 1, 16 with --reg_images), lets "
                              "every bucket shape allocate its buffers and build its kernels once")
@@ -71,6 +79,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--label", default=None, help="a name for this case in the JSON")
     opts, extra = parser.parse_known_args(argv)
+    if not opts.compare_concepts and opts.model is None:
+        parser.error("--model is required (or --compare_concepts)")
     images_per_epoch = len(IMAGE_SIZES) * (2 if opts.reg_images else 1)
     opts.batches_per_epoch = max(1, math.ceil(images_per_epoch / opts.batch_size))  # bucket batches never mix sizes: a lower bound
     if opts.warmup is None:
@@ -424,8 +434,28 @@ def summary_lines(r: dict) -> list[str]:
     return lines
 
 
+def compare_concepts(opts: argparse.Namespace) -> dict:
+    from library.toyworld.concept_benchmark import compare_concepts, summary_lines as concept_lines
+
+    with tempfile.TemporaryDirectory(prefix="ti_bench_concepts_") as tmp:
+        root = Path(opts.workdir) if opts.workdir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        result = compare_concepts(root, steps=opts.steps or 300, repeats=opts.repeats, score_samples=opts.score_samples)
+    print("\n".join(concept_lines(result)))
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     opts, extra = parse_args(argv)
+    if opts.compare_concepts:
+        result = compare_concepts(opts)
+        if opts.json:
+            from library.atomic import atomic_path
+
+            with atomic_path(Path(opts.json)) as tmp:
+                tmp.write_text(json.dumps(result, indent=2))
+        return
+    opts.steps = opts.steps or 16
     if opts.model in TINY_MODELS and TINY_MODELS[opts.model] == "sdxl":
         opts.sdxl = True
     result = run_benchmark(opts, extra)

@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=8, help="training images to generate")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--concepts", type=int, choices=(1, 2), default=1,
+                        help="2: also train a blue cross (toyxcross) in the same run, from its own images: two embeddings, one model load")
     return parser.parse_args(argv)
 
 
@@ -44,18 +46,15 @@ def toy_model_dir() -> Path:
     return TOY_MODEL_DIR
 
 
-def write_dataset(out: Path, count: int, seed: int) -> Path:
-    """Images of the held-out concept captioned with the token string, plus a dataset TOML."""
-    from library.toyworld.world import HELD_OUT, caption, make_dataset
+def write_dataset(out: Path, count: int, seed: int, concepts: int = 1) -> Path:
+    """Images of the held-out concept captioned with the token string (and of the second concept, with its own
+    token, for a two-concept run), plus a dataset TOML."""
+    from library.toyworld.demo_data import CROSS, STAR, write_config, write_images
 
-    images = out / "images"
-    make_dataset(images, count, seed=seed, include=[HELD_OUT], caption_fn=lambda scene: caption(scene, subject=TOKEN))
-    config = out / "dataset.toml"
-    config.write_text(
-        "[general]\ncaption_extension = \".txt\"\n\n[[datasets]]\nresolution = 64\nbatch_size = 2\n\n"
-        f"  [[datasets.subsets]]\n  image_dir = '{images.as_posix()}'\n  num_repeats = 1\n"
-    )
-    return config
+    subsets = [(write_images(out / "images", STAR, count, seed), None)]
+    if concepts == 2:
+        subsets.append((write_images(out / "images_cross", CROSS, count, seed + 1), CROSS))
+    return write_config(out / "dataset.toml", subsets)
 
 
 SAMPLE_PROMPTS = [
@@ -65,9 +64,15 @@ SAMPLE_PROMPTS = [
 ]
 
 
-def write_sample_prompts(out: Path) -> Path:
+def sample_prompts(concepts: int) -> list[str]:
+    if concepts == 1:
+        return SAMPLE_PROMPTS
+    return SAMPLE_PROMPTS[:2] + ["a toyxcross on a white background", "a toyxcross on a black background", "a cross on a white background"]
+
+
+def write_sample_prompts(out: Path, concepts: int = 1) -> Path:
     path = out / "sample_prompts.txt"
-    path.write_text("".join(f"{prompt} --w 64 --h 64 --d {i + 1} --s 20 --l 4\n" for i, prompt in enumerate(SAMPLE_PROMPTS)))
+    path.write_text("".join(f"{prompt} --w 64 --h 64 --d {i + 1} --s 20 --l 4\n" for i, prompt in enumerate(sample_prompts(concepts))))
     return path
 
 
@@ -115,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = toy_model_dir()
     steps = args.steps
-    config = write_dataset(out, args.images, args.seed)
-    prompts = write_sample_prompts(out)
+    config = write_dataset(out, args.images, args.seed, args.concepts)
+    prompts = write_sample_prompts(out, args.concepts)
 
     argv = [
         f"--pretrained_model_name_or_path={model}",
@@ -148,9 +153,14 @@ def main(argv: list[str] | None = None) -> None:
           f"loss chart {out / 'toyxstar_loss.png'}")
     if grid:
         print(f"sample grid {grid}: a row per sampling step, a column per prompt:")
-        for i, prompt in enumerate(SAMPLE_PROMPTS):
+        for i, prompt in enumerate(sample_prompts(args.concepts)):
             print(f"  prompt {i + 1}: {prompt}")
     print(f"score it: {python_command()} tools/concept_recovery.py --embedding {out / 'toyxstar.safetensors'}")
+    if args.concepts == 2:
+        from library.toyworld.demo_data import CROSS
+
+        print(f"and the second concept: {python_command()} tools/concept_recovery.py --embedding {out / 'toyxcross.safetensors'} "
+              + " ".join(CROSS.scoring_flags))
 
 
 if __name__ == "__main__":

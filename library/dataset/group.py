@@ -236,7 +236,10 @@ class DatasetGroup(Dataset):
         captions list[str] (processed, rewritten); loss_weights (B,); alpha_masks (B,1,H,W) or None;
         original_sizes_hw, crop_top_lefts, target_sizes_hw (B,2) long; flipped (B,) bool; image_paths list[str].
         """
-        epoch = self.epoch
+        return self.batch_at(self.epoch, index)
+
+    def batch_at(self, epoch: int, index: int) -> dict:
+        """Batch `index` of `epoch` (what `__getitem__` serves once `set_epoch(epoch)` was called)."""
         plan = self.batch_plan(epoch)
         if not 0 <= index < len(plan):
             raise IndexError(index)
@@ -387,8 +390,8 @@ class DatasetGroup(Dataset):
             train.sort(key=lambda r: order[id(r)])
             val.sort(key=lambda r: order[id(r)])
             train_parts.append(DatasetPart(part.index, part.params, train))
-            if val:
-                val_parts.append(DatasetPart(part.index, part.params, val))
+            if val:  # numbered by position: a dataset without validation images leaves no part here
+                val_parts.append(DatasetPart(len(val_parts), part.params, val))
         return self._like(train_parts), self._like(val_parts)
 
     def _like(self, parts: list[DatasetPart]) -> "DatasetGroup":
@@ -410,6 +413,20 @@ class DatasetGroup(Dataset):
                        if not r.is_reg and p.concept_of(i) == concept)
         batches = sum(1 for part_index, items in self.batch_plan(0) if self.parts[part_index].concept_of(items[0]) == concept)
         return images, repeated, batches
+
+    def concept_view(self, concept: int) -> "DatasetGroup":
+        """The images of one concept (its regularization images included) as a group of their own.
+
+        Its batches are the ones a single-concept run of just those subsets would train on, in the same order
+        for the same seed: datasets keep their order and settings, and repeats and reg balancing are counted
+        within the concept. The records are shared, so latents cached through this group serve the view too.
+        """
+        parts = []
+        for part in self.parts:
+            records = [r for i, r in enumerate(part.records) if part.concept_of(i) == concept]
+            if records:
+                parts.append(DatasetPart(len(parts), part.params, records))
+        return self._like(parts)
 
     def batch_concept(self, index: int) -> int:
         """The concept batch `index` of the current epoch trains (a batch holds one concept's images)."""

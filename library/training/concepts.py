@@ -163,16 +163,23 @@ def concept_learning_rate(concept: Concept, base: float, cli_rate: float) -> flo
     return concept.learning_rate * (base / cli_rate if cli_rate else 1.0)
 
 
-def concept_summary_lines(concepts: list[Concept], tokens, group, rates: list[float], stems: list[str]) -> list[str]:
-    """The summary's concept table: tokens and ids, images, repeats, share of the batches, rate and file."""
-    total = max(1, len(group))
-    lines = [f"  concepts:         {len(concepts)} (a batch holds one concept's images; one optimizer, a param group per concept)"]
+def concept_summary_lines(concepts: list[Concept], tokens, lockstep, rates: list[float], stems: list[str]) -> list[str]:
+    """The summary's concept table: tokens and ids, init word, images, repeats, batches, rate and file.
+
+    `lockstep` is the run's ConceptLockstep: each concept's batches per its own epoch, and the run's epoch (the
+    longest concept's)."""
+    lines = [
+        f"  concepts:         {len(concepts)}, trained in lockstep: every step gives each concept one batch of its own "
+        f"images (same-resolution batches share one forward pass); one optimizer with a param group per concept, "
+        f"gradients clipped per concept; an epoch is {len(lockstep)} steps (the longest concept's)",
+    ]
     for index, (concept, unit, rate, stem) in enumerate(zip(concepts, tokens.concepts, rates, stems)):
-        images, repeated, batches = group.concept_counts(index)
+        images, repeated, _ = lockstep.group.concept_counts(index)
+        batches = len(lockstep.views[index])
         ids = ", ".join(f"{n}={i}" for n, i in zip(unit.names, unit.ids[0]))
         lines.append(
             f"    {concept.token_string!r}: {len(unit.names)} vector(s) {ids}; init word {concept.init_word or '*'}; "
-            f"{images} images ({repeated} with repeats); {batches} of {len(group)} batches ({100 * batches / total:.0f}%); "
+            f"{images} images ({repeated} with repeats), {batches} batches per its epoch; "
             f"learning rate {rate:g}; file {stem}; from {', '.join(concept.subsets)}"
         )
     return lines

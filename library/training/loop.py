@@ -39,11 +39,13 @@ from library.training.token_window import token_window, warn_if_captions_overflo
 from library.training.resume_check import adopt_saved_seed, check_resume, run_identity
 from library.training.state import Progress, load_state, read_progress
 from library.training.step import StepSettings, training_step
+from library.training.concept_step import lockstep_step
 from library.training.summary import print_summary
 from library.training.tracking import start_tracking
 from library.training.trainable_tokens import setup_concept_tokens, setup_trainable_tokens
 from library.training.concepts import concept_learning_rate, concept_summary_lines, resolve_concepts
 from library.training.zero_gradient import batch_reaches_vectors, fill_missing_gradients
+from library.dataset.lockstep import ConceptLockstep
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,17 @@ class TrainResult:
     overflow_skipped_steps: int = 0  # fp16: optimizer steps the loss scaler skipped (gradients overflowed)
     output_files: list = field(default_factory=list)  # every concept's final embedding (one with one concept)
     concept_validation_losses: list = field(default_factory=list)  # several concepts: (step, {token string: loss})
+
+
+def clip_gradients(accelerator, tokens, max_norm: float) -> None:
+    """Clip each concept's gradient on its own (all its vectors, every encoder): one concept's large gradient never
+    shrinks another's step, so each trains as its own run would."""
+    if len(tokens.concepts) == 1:
+        accelerator.clip_grad_norm_(tokens.parameters(), max_norm)
+        return
+    accelerator.unscale_gradients()  # fp16: once per step, before the norms are read
+    for unit in tokens.concepts:
+        torch.nn.utils.clip_grad_norm_(unit.parameters(), max_norm)
 
 
 def _unwrap_batch(items: list[dict]) -> dict:
@@ -149,8 +162,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             models.vae.to("cpu")  # every latent is cached: the VAE leaves the device until sampling decodes with it
         else:
             models.vae = None  # nothing encodes or decodes again: free its memory (0.3 GiB for SD1.5 in fp32)
+    # several concepts train in lockstep: every step gives each concept one batch of its own images
+    train_data = group if len(concepts) == 1 else ConceptLockstep(group, len(concepts))
     dataloader = DataLoader(
-        group,
+        train_data,
         batch_size=1,
         shuffle=False,  # the order is the dataset's own pure function of (seed, epoch)
         collate_fn=_unwrap_batch,
@@ -161,7 +176,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
 
     # --- optimization: only the new vectors are parameters
     steps_per_epoch, num_epochs, max_steps = total_steps(args, len(dataloader), accelerator.num_processes)
-    group.set_max_train_steps(max_steps)  # --token_warmup_step may be a ratio of the run
+    train_data.set_max_train_steps(max_steps)  # --token_warmup_step may be a ratio of the run
     learning_rate = base_learning_rate(args, accelerator.num_processes)
     cli_rate = base_learning_rate(argparse.Namespace(**{**vars(args), "scale_lr": False}), 1)
     rates = [concept_learning_rate(c, learning_rate, cli_rate) for c in concepts]
@@ -194,9 +209,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             accelerator.scaler.load_state_dict(progress.scaler)
 
     if is_main:
-        print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype)
+        print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype,
+                      stems=stems, batches_per_epoch=len(train_data), init_word=concepts[0].init_word)
         if len(concepts) > 1:
-            print("\n".join(concept_summary_lines(concepts, tokens, group, rates, stems)), flush=True)
+            print("\n".join(concept_summary_lines(concepts, tokens, train_data, rates, stems)), flush=True)
         estimate = memory_estimate.estimate_for_run(
             models, tokens, group, device, loaded_weight_bytes, gradient_checkpointing=args.gradient_checkpointing,
             activation_dtype=weight_dtype, max_token_length=args.max_token_length, optimizer=optimizer,
@@ -240,15 +256,22 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
             for batch in loader:
                 micro_step = batches_done % args.gradient_accumulation_steps
                 batches_done += 1
-                group.set_step(global_step)
+                train_data.set_step(global_step)
+                concept_batches = batch.get("concept_batches")
                 with accelerator.accumulate(*text_encoders):
-                    generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
+                    captions = [c for b in concept_batches for c in b["captions"]] if concept_batches else batch["captions"]
                     # every process must run every backward under DDP, so only a single process skips them
-                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, batch["captions"], settings.conditioning.max_token_length)
+                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, captions, settings.conditioning.max_token_length)
                     # a compiled UNet would recompile for no-grad mode: it keeps the graph, and only the backward is skipped
                     with torch.set_grad_enabled(needs_backward or args.torch_compile):
-                        loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
-                    loss_value = loss.detach().item()
+                        if concept_batches:
+                            loss, step_concept_losses = lockstep_step(concept_batches, models, family, text_encoders, settings, accelerator, snr,
+                                                                      seed=seed, step=global_step, micro_step=micro_step)
+                        else:
+                            generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
+                            loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
+                    # several concepts: the summed loss trains, the mean is logged (comparable with a single run's)
+                    loss_value = loss.detach().item() / (len(concept_batches) if concept_batches else 1)
                     if not math.isfinite(loss_value) and args.skip_nan:
                         logger.warning("step %d: loss is %s; skipped this batch (--skip_nan)", global_step + 1, loss_value)
                         optimizer.zero_grad(set_to_none=True)
@@ -258,8 +281,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                             f"the loss became {loss_value} at step {global_step + 1}; stopped and kept the last good vectors. "
                             "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, add --no_half_vae, or pass --skip_nan"
                         )
-                    if "concept" in batch:
-                        concept_losses.setdefault(batch["concept"], []).append(loss_value)
+                    if concept_batches:
+                        for index, value in step_concept_losses.items():
+                            concept_losses.setdefault(index, []).append(value)
                     if needs_backward:
                         accelerator.backward(loss)
                     else:
@@ -267,7 +291,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     if accelerator.sync_gradients:
                         fill_missing_gradients(tokens.parameters())
                     if accelerator.sync_gradients and args.max_grad_norm:
-                        accelerator.clip_grad_norm_(tokens.parameters(), args.max_grad_norm)  # every trained vector, all encoders
+                        clip_gradients(accelerator, tokens, args.max_grad_norm)
                     optimizer.step()
                     if accelerator.sync_gradients and step_was_skipped(optimizer):
                         overflow_skipped += 1
@@ -317,15 +341,14 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     if args.save_state or args.save_state_on_train_end:
         saver.save_final_state(progress, optimizer, lr_scheduler)
     if is_main:
-        chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
-        logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
-        for index, values in sorted(concept_losses.items()):  # several concepts: a chart of each concept's batches
-            stem = stems[index]
-            if stem == (args.output_name or "last"):
-                stem = f"{stem}-{concepts[index].token_string}"
-            chart = draw_loss_chart(values, Path(args.output_dir) / f"{stem}_loss.png", title=f"loss of {concepts[index].token_string!r} ({stem})")
-            if chart:
-                logger.info("saved the loss chart of %r: %s", concepts[index].token_string, chart)
+        if len(concepts) == 1:
+            chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
+            logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
+        for index, values in sorted(concept_losses.items()):  # several concepts: each its own chart, beside its file
+            chart = draw_loss_chart(values, Path(args.output_dir) / f"{stems[index]}_loss.png",
+                                    title=f"loss of {concepts[index].token_string!r} ({stems[index]})")
+            logger.info("saved %s%s", saver.final_paths[index] if index < len(saver.final_paths) else stems[index],
+                        f" and its loss chart {chart}" if chart else "")
     if is_main:
         measured = memory_estimate.measured_peak_bytes(device)
         logger.info("memory: measured peak %.2f GiB on %s (%s; estimated %.2f GiB)", measured / memory_estimate.GIB, device,

@@ -76,6 +76,11 @@ def encode_images(vae, images: torch.Tensor, latents: LatentScaling, generators:
 
 def training_step(batch: dict, models, family, text_encoders, s: StepSettings, generators: list[torch.Generator], accelerator, snr: torch.Tensor) -> torch.Tensor:
     """Mean loss of one batch; gradients reach only the new token vectors. `snr` is loss.snr_table(scheduler) on the device."""
+    return per_sample_losses(batch, models, family, text_encoders, s, generators, accelerator, snr).mean()
+
+
+def per_sample_losses(batch: dict, models, family, text_encoders, s: StepSettings, generators: list[torch.Generator], accelerator, snr: torch.Tensor) -> torch.Tensor:
+    """Each sample's weighted loss (B,): sample i's noise and timestep come from `generators[i]` alone."""
     latents = batch["latents"]
     if latents is None:
         latents = encode_images(models.vae, batch["images"], s.latents, generators, batch.get("image_paths"))
@@ -89,4 +94,4 @@ def training_step(batch: dict, models, family, text_encoders, s: StepSettings, g
         conditioning["encoder_hidden_states"] = conditioning["encoder_hidden_states"].to(unet_dtype)
         prediction = models.unet(noisy.to(unet_dtype), timesteps, **conditioning).sample
 
-    return s.loss.per_sample(prediction, latents, noise, timesteps, scheduler, snr, batch).mean()
+    return s.loss.per_sample(prediction, latents, noise, timesteps, scheduler, snr, batch)

@@ -1,0 +1,60 @@
+"""One lockstep step of several concepts (issue 17): each concept's batch, one forward pass per resolution.
+
+Each concept's batch draws its noise and timesteps exactly as its own single-concept run would (the same
+per-sample generators), and the loss is the sum of the concepts' own mean losses: the gradient reaching a
+concept's vectors is the one its single run would compute, since no other concept's caption holds its tokens.
+Batches of one shape (and both cached or both uncached) are concatenated and run through the UNet together,
+which is where a several-concept run saves time over separate runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from library.training.seeding import sample_generators
+from library.training.step import StepSettings, per_sample_losses
+
+_CONCAT = ("images", "latents", "loss_weights", "alpha_masks", "original_sizes_hw", "crop_top_lefts", "target_sizes_hw", "flipped")
+
+
+def _shape_key(batch: dict) -> tuple:
+    pixels = batch["latents"] if batch["latents"] is not None else batch["images"]
+    return batch["latents"] is not None, tuple(pixels.shape[1:]), batch["alpha_masks"] is not None
+
+
+def merge_batches(batches: list[dict]) -> list[tuple[dict, list[int]]]:
+    """Concept batches grouped into forward passes: (merged batch, sizes of its concept batches in order)."""
+    groups: dict[tuple, list[dict]] = {}
+    for batch in batches:
+        groups.setdefault(_shape_key(batch), []).append(batch)
+    merged = []
+    for members in groups.values():
+        if len(members) == 1:
+            merged.append((members[0], [len(members[0]["captions"])]))
+            continue
+        batch = {key: (None if members[0][key] is None else torch.cat([m[key] for m in members])) for key in _CONCAT}
+        batch["captions"] = [c for m in members for c in m["captions"]]
+        batch["image_paths"] = [p for m in members for p in m["image_paths"]]
+        merged.append((batch, [len(m["captions"]) for m in members]))
+    return merged
+
+
+def concept_order(batches: list[dict]) -> list[int]:
+    """The concept of each batch in the order `merge_batches` runs them."""
+    groups: dict[tuple, list[int]] = {}
+    for batch in batches:
+        groups.setdefault(_shape_key(batch), []).append(batch["concept"])
+    return [c for members in groups.values() for c in members]
+
+
+def lockstep_step(batches: list[dict], models, family, text_encoders, settings: StepSettings, accelerator, snr: torch.Tensor, *,
+                  seed: int, step: int, micro_step: int = 0) -> tuple[torch.Tensor, dict[int, float]]:
+    """(sum of the concepts' mean losses, {concept: its mean loss}) for one lockstep step."""
+    losses: list[torch.Tensor] = []
+    for batch, sizes in merge_batches(batches):
+        # each concept's samples keep the generators of their own run: positions restart at every concept batch
+        generators = [g for n in sizes for g in sample_generators(seed, step, n, accelerator.process_index, accelerator.num_processes, micro_step)]
+        per_sample = per_sample_losses(batch, models, family, text_encoders, settings, generators, accelerator, snr)
+        losses += [part.mean() for part in per_sample.split(sizes)]
+    by_concept = {concept: loss.detach().item() for concept, loss in zip(concept_order(batches), losses)}
+    return torch.stack(losses).sum(), by_concept
