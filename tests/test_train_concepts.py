@@ -110,7 +110,8 @@ OWN_RATE = 0.05  # the second concept's own learning_rate in the per-concept-rat
     (("--optimizer_type=AdamW", "--lr_scheduler=cosine", "--lr_warmup_steps=1"), OWN_RATE),
     (("--optimizer_type=Adafactor", "--optimizer_args", "relative_step=False", "scale_parameter=False"), OWN_RATE),
     (("--optimizer_type=AdamWScheduleFree",), OWN_RATE),
-], ids=["adamw", "clipped-sgd", "own-rate-cosine", "own-rate-adafactor", "own-rate-schedule-free"])
+    (("--separate_concept_passes", "--max_grad_norm=1e-4"), OWN_RATE),
+], ids=["adamw", "clipped-sgd", "own-rate-cosine", "own-rate-adafactor", "own-rate-schedule-free", "separate-passes"])
 def test_a_two_concept_run_trains_each_concept_as_its_own_run_would(tiny_model_dir, tmp_path, flags, own_rate):
     # clipped: a norm shared by the concepts would shrink each one's step by the other's gradient;
     # own rate: the second concept's learning_rate key gives it the rate its own run would get from --learning_rate

@@ -190,6 +190,9 @@ def add_textual_inversion_arguments(parser: argparse.ArgumentParser) -> None:
     add("--template_file", type=str, default=None,
         help="ignore captions; use this A1111-style template file ([name] and [filewords] placeholders, one per line)")
     add("--skip_nan", action="store_true", help="skip optimizer steps whose loss is NaN/inf instead of letting them corrupt the vectors")
+    add("--separate_concept_passes", action="store_true",
+        help="several concepts: run each concept's batch through the model on its own (forward and backward) instead of "
+             "same-resolution batches together; the same vectors, the activation memory of one batch, slower")
 
 
 def add_sdxl_arguments(parser: argparse.ArgumentParser) -> None:

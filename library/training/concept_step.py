@@ -9,6 +9,8 @@ which is where a several-concept run saves time over separate runs.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from library.training.seeding import sample_generators
@@ -48,13 +50,24 @@ def concept_order(batches: list[dict]) -> list[int]:
 
 
 def lockstep_step(batches: list[dict], models, family, text_encoders, settings: StepSettings, accelerator, snr: torch.Tensor, *,
-                  seed: int, step: int, micro_step: int = 0) -> tuple[torch.Tensor, dict[int, float]]:
-    """(sum of the concepts' mean losses, {concept: its mean loss}) for one lockstep step."""
+                  seed: int, step: int, micro_step: int = 0,
+                  backward: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, dict[int, float]]:
+    """(sum of the concepts' mean losses, {concept: its mean loss}) for one lockstep step.
+
+    With `backward` (--separate_concept_passes) every concept batch runs alone and `backward` is called on its loss
+    before the next one runs, so only one batch's activations are alive at a time; the returned sum is then detached.
+    """
+    passes = merge_batches(batches) if backward is None else [(batch, [len(batch["captions"])]) for batch in batches]
+    order = concept_order(batches) if backward is None else [batch["concept"] for batch in batches]
     losses: list[torch.Tensor] = []
-    for batch, sizes in merge_batches(batches):
+    for batch, sizes in passes:
         # each concept's samples keep the generators of their own run: positions restart at every concept batch
         generators = [g for n in sizes for g in sample_generators(seed, step, n, accelerator.process_index, accelerator.num_processes, micro_step)]
         per_sample = per_sample_losses(batch, models, family, text_encoders, settings, generators, accelerator, snr)
-        losses += [part.mean() for part in per_sample.split(sizes)]
-    by_concept = {concept: loss.detach().item() for concept, loss in zip(concept_order(batches), losses)}
+        parts = [part.mean() for part in per_sample.split(sizes)]
+        if backward is not None:
+            backward(torch.stack(parts).sum())
+            parts = [part.detach() for part in parts]
+        losses += parts
+    by_concept = {concept: loss.detach().item() for concept, loss in zip(order, losses)}
     return torch.stack(losses).sum(), by_concept

@@ -365,6 +365,8 @@ def _concept_problems(args: argparse.Namespace, params, problems: Problems) -> N
     except UserError as err:
         problems.add(str(err))
         return
+    if len(concepts) == 1 and getattr(args, "separate_concept_passes", False):
+        logger.warning("--separate_concept_passes: no effect with one concept (the dataset config names no other token_string)")
     from library.training.token_window import token_window
 
     window = token_window(args)

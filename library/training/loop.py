@@ -265,8 +265,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     # a compiled UNet would recompile for no-grad mode: it keeps the graph, and only the backward is skipped
                     with torch.set_grad_enabled(needs_backward or args.torch_compile):
                         if concept_batches:
+                            # --separate_concept_passes: each concept's backward runs before the next concept's forward
+                            backward = accelerator.backward if args.separate_concept_passes and needs_backward else None
                             loss, step_concept_losses = lockstep_step(concept_batches, models, family, text_encoders, settings, accelerator, snr,
-                                                                      seed=seed, step=global_step, micro_step=micro_step)
+                                                                      seed=seed, step=global_step, micro_step=micro_step, backward=backward)
                         else:
                             generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
                             loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
@@ -284,7 +286,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     if concept_batches:
                         for index, value in step_concept_losses.items():
                             concept_losses.setdefault(index, []).append(value)
-                    if needs_backward:
+                    if needs_backward and not (concept_batches and args.separate_concept_passes):
                         accelerator.backward(loss)
                     else:
                         skipped_backwards += 1
