@@ -80,3 +80,26 @@ def test_random_model_tools_builds_finite_weights_offline(tmp_path):
     assert norms and all(p.eq(1).all() for p in norms)
     out = model(torch.tensor([[49406 % 99, 5, 7]])).last_hidden_state
     assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.slow
+@pytest.mark.training  # three trainer processes on the toy model
+def test_compare_concepts_times_two_single_runs_and_one_two_concept_run(tmp_path, capsys):
+    bench = load_tool("benchmark")
+    out = tmp_path / "concepts.json"
+    assert run_main(bench.main, ["--compare_concepts", "--steps", "2", "--workdir", str(tmp_path / "work"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["steps_per_concept"] == 2 and set(result["single_runs_s"]) == {"toyxstar", "toyxcross"}
+    assert result["two_single_runs_s"] == pytest.approx(sum(result["single_runs_s"].values()))
+    assert result["ratio"] == pytest.approx(result["two_concept_run_s"] / result["two_single_runs_s"])
+    assert all(v > 0 for values in result["all_s"].values() for v in values)
+    both = tmp_path / "work" / "both"
+    assert (both / "toyxstar.safetensors").is_file() and (both / "toyxcross.safetensors").is_file()
+    assert "x the two single runs" in capsys.readouterr().out
+
+
+def test_benchmark_needs_a_model_unless_comparing_concepts(capsys):
+    bench = load_tool("benchmark")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--steps", "2"])
+    assert exit_info.value.code == 2 and "--model is required" in capsys.readouterr().err

@@ -47,6 +47,21 @@ def test_short_run_recovers_the_concept_clearly_above_the_init_word(toy_demo_out
     assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, last  # measured: 1.000 and 0.083
 
 
+@pytest.mark.slow
+@pytest.mark.training
+def test_a_two_concept_demo_run_recovers_both_concepts(tmp_path, capsys):
+    from library.toyworld.demo_data import CROSS, STAR
+
+    demo.main(["--out", str(tmp_path), "--concepts", "2", "--steps", "60"])
+    printed = capsys.readouterr().out
+    assert "--concept blue,cross" in printed  # the demo tells how to score the second concept
+    for concept in (STAR, CROSS):
+        concept_recovery.main(["--embedding", str(tmp_path / f"{concept.token}.safetensors"), "--samples", "16", *concept.scoring_flags])
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        recovery, baseline = map(float, re.fullmatch(r"recovery: ([0-9.]+) baseline: ([0-9.]+)", last).groups())
+        assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, (concept.token, last)
+
+
 def test_recovery_needs_an_existing_embedding(tmp_path):
     with pytest.raises(UserError, match="--embedding"):
         concept_recovery.main(["--embedding", str(tmp_path / "missing.safetensors")])
