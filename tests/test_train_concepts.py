@@ -279,3 +279,19 @@ def test_each_concept_file_name_is_locked_against_a_second_run(tiny_model_dir, t
         os.close(fd)
         preflight.release_output_locks()
     assert done.returncode != 0 and f"another run (pid 4242) is writing {SECOND}" in done.stderr + done.stdout
+
+
+def test_the_memory_estimate_counts_every_concept_batch_of_a_shared_pass(tiny_model_dir, tmp_path, two_concepts):
+    from library.dataset.group import build_dataset_group
+    from library.dataset.lockstep import ConceptLockstep
+    from library.training import data_setup
+    from library.training.concepts import resolve_concepts
+    from library.training.memory_estimate import largest_batch, largest_pass
+
+    args = parse_training_args(train_argv(tiny_model_dir("sd1"), two_concepts, tmp_path))
+    params = data_setup.dataset_params(args)
+    concepts = resolve_concepts(params, args)
+    group = build_dataset_group(params, concept_tokens=[c.token_string for c in concepts])
+    lockstep = ConceptLockstep(group, len(concepts))
+    assert largest_batch(group) == ((8, 8), 2)  # one batch: what --separate_concept_passes holds at a time
+    assert largest_pass(lockstep.views) == ((8, 8), 4)  # both concepts' 64x64 batches in one pass

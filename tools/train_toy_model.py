@@ -8,7 +8,7 @@ Phases, each visible below:
      so a prompt that names no color draws a shape in one of the colors seen with it), min-SNR weighting and
      EMA weights; the EMA weights are saved
      as the model every --save_every steps, so a partial run still leaves a usable model.
-The held-out concept (library.toyworld.world.HELD_OUT) is excluded from every phase.
+The held-out concept (library.toyworld.world.HELD_OUT), and every --hold_out pair, is excluded from every phase.
 See docs/toy_model.md for the run that produced library/resources/toy_model.
 
     python tools/train_toy_model.py --out library/resources/toy_model
@@ -35,12 +35,26 @@ from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from library.hardware import cpu_has_native_bf16  # noqa: E402
 from library.tokenizers import load_bundled_tokenizer  # noqa: E402
-from library.toyworld.evaluate import concept_rate, prompt_following, seen_scenes  # noqa: E402
+from library.toyworld.evaluate import concept_rate, prompt_following  # noqa: E402
 from library.toyworld.model import TOY_MODEL_DIR  # noqa: E402
 from library.toyworld.classifier import accuracy, classify  # noqa: E402
 from library.toyworld.world import BACKGROUNDS, HELD_OUT, caption, render_array, sample_scene, sample_scenes  # noqa: E402
 
 TEXT_HIDDEN = 64  # the 49408-row token table dominates the text encoder: 49408 x 64 x 2 bytes = 6.3 MB in fp16
+
+
+def _pair(text: str) -> tuple[str, str]:
+    from library.toyworld.world import COLORS, SHAPES
+
+    parts = tuple(p.strip() for p in text.split(","))
+    if len(parts) != 2 or parts[0] not in COLORS or parts[1] not in SHAPES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected COLOR,SHAPE with a color of {', '.join(COLORS)} and a shape of {', '.join(SHAPES)}")
+    return parts
+
+
+def held_out(args) -> list[tuple[str, str]]:
+    """Every (color, shape) kept out of training: the purple star and the --hold_out pairs."""
+    return [HELD_OUT, *[tuple(p) for p in args.hold_out if tuple(p) != HELD_OUT]]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_every", type=int, default=400, help="save the EMA model (and score it) every N UNet steps")
     p.add_argument("--eval_prompts", type=int, default=32, help="seen-combination prompts scored at each save")
     p.add_argument("--max_minutes", type=float, default=0, help="stop the UNet phase after this many minutes; 0: no limit")
+    p.add_argument("--hold_out", action="append", default=[], metavar="COLOR,SHAPE", type=_pair,
+                   help="another (color, shape) to keep out of every phase besides the purple star (repeatable): a second "
+                        "concept the model never sees, for Textual Inversion runs that train several concepts")
     p.add_argument("--bf16_vae", action=argparse.BooleanOptionalAction, default=cpu_has_native_bf16(),
                    help="bf16 autocast for the VAE: 4x faster on CPUs with AVX512-BF16/AMX, about 100x slower on CPUs without "
                         "(the default follows this CPU)")
@@ -207,7 +224,7 @@ def train_vae(args, rng: np.random.Generator) -> AutoencoderKL:
     for step in range(args.vae_steps):
         for group in optimizer.param_groups:
             group["lr"] = args.vae_lr * cosine_lr(step, args.vae_steps, args.warmup_steps)
-        pixels = to_pixels(render_array([sample_scene(rng, exclude=[HELD_OUT]) for _ in range(batch_size)]))
+        pixels = to_pixels(render_array([sample_scene(rng, exclude=held_out(args)) for _ in range(batch_size)]))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16_vae):
             posterior = vae.encode(pixels).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
@@ -275,7 +292,7 @@ def train_unet(args, vae, latent_mean, latent_std, captions, colorless, tokenize
     alphas_cumprod = scheduler.alphas_cumprod
     scale = vae.config.scaling_factor
     sampling_scheduler = DDIMScheduler.from_config(scheduler.config)
-    eval_scenes = seen_scenes(args.eval_prompts, seed=args.seed + 7)
+    eval_scenes = sample_scenes(args.eval_prompts, args.seed + 7, exclude=held_out(args))
 
     generator = torch.Generator().manual_seed(args.seed + 2)
     start, running, n = time.time(), [], latent_mean.shape[0]
@@ -327,6 +344,9 @@ def train_unet(args, vae, latent_mean, latent_std, captions, colorless, tokenize
                                        for bg in BACKGROUNDS]))
             info.update(unet_steps_done=step + 1, unet_minutes=round((time.time() - start) / 60, 1), eval_seen_prompts=scores,
                         eval_init_word_held_out_rate=init_word)
+            for color, shape in held_out(args)[1:]:  # each further held-out pair's init-word baseline
+                info[f"eval_init_word_rate_{color}_{shape}"] = float(np.mean([
+                    concept_rate(pipe, f"a {shape} on a {bg} background", (color, shape), 8, num_inference_steps=20) for bg in BACKGROUNDS]))
             save_model(out, vae, ema_text_encoder, ema_unet, tokenizer, info)
             log(f"saved {out} at step {step + 1}; {args.eval_prompts} seen prompts, 20 DDIM steps, guidance 5: {scores}; "
                 f"'a {HELD_OUT[1]} on a ... background' drew the held-out concept {init_word:.0%} of the time")
@@ -342,7 +362,8 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(args.seed)
     work, out = Path(args.work_dir), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    info = {"script": "tools/train_toy_model.py", "args": vars(args), "held_out": list(HELD_OUT)}
+    info = {"script": "tools/train_toy_model.py", "args": vars(args), "held_out": list(HELD_OUT),
+            "also_held_out": [list(p) for p in held_out(args)[1:]]}
     t0 = time.time()
 
     # 1. VAE
@@ -350,7 +371,7 @@ def main(argv=None) -> None:
         vae = train_vae(args, rng)
         vae.save_pretrained(str(work / "vae"))
         info["vae_minutes"] = round((time.time() - t0) / 60, 1)
-        info["vae_reconstruction_seen"] = reconstruction_accuracy(vae, sample_scenes(200, args.seed + 50, exclude=[HELD_OUT]), args.bf16_vae)
+        info["vae_reconstruction_seen"] = reconstruction_accuracy(vae, sample_scenes(200, args.seed + 50, exclude=held_out(args)), args.bf16_vae)
         info["vae_reconstruction_held_out"] = reconstruction_accuracy(vae, sample_scenes(100, args.seed + 51, include=[HELD_OUT]), args.bf16_vae)
         log(f"VAE reconstructions, classifier accuracy: seen {info['vae_reconstruction_seen']}, held-out {info['vae_reconstruction_held_out']}")
         if args.phase == "vae":
@@ -361,7 +382,7 @@ def main(argv=None) -> None:
 
     # 2. latents of a fixed scene set, and the latent scale SD models record as scaling_factor
     t1 = time.time()
-    scenes = sample_scenes(args.num_images, seed=args.seed + 100, exclude=[HELD_OUT])
+    scenes = sample_scenes(args.num_images, seed=args.seed + 100, exclude=held_out(args))
     latent_mean, latent_std = encode_scenes(vae, scenes, args.bf16_vae)
     scaling_factor = float(1.0 / latent_mean.std())
     vae.register_to_config(scaling_factor=scaling_factor)

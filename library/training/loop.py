@@ -216,6 +216,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         estimate = memory_estimate.estimate_for_run(
             models, tokens, group, device, loaded_weight_bytes, gradient_checkpointing=args.gradient_checkpointing,
             activation_dtype=weight_dtype, max_token_length=args.max_token_length, optimizer=optimizer,
+            pass_groups=train_data.views if len(concepts) > 1 and not args.separate_concept_passes else None,
         )
         print("\n".join(estimate.lines()), flush=True)
     start_tracking(accelerator, args)

@@ -178,20 +178,33 @@ def peak_rss_bytes() -> int:
 
 def largest_batch(group) -> tuple[tuple[int, int], int]:
     """((latent height, latent width), batch size) of the dataset's largest bucket batch by pixels."""
+    return largest_pass([group])
+
+
+def largest_pass(groups: list) -> tuple[tuple[int, int], int]:
+    """((latent height, latent width), samples) of the largest forward pass when the groups' batches of one resolution
+    run together: several concepts in lockstep, one group per concept (one group: its largest bucket batch)."""
+    samples: dict[tuple[int, int], int] = {}
+    for group in groups:
+        own: dict[tuple[int, int], int] = {}
+        for part in group.parts:
+            for bucket, items in part.buckets.items():
+                own[bucket] = max(own.get(bucket, 0), min(part.batch_size, len(items)))
+        for bucket, batch in own.items():
+            samples[bucket] = samples.get(bucket, 0) + batch
     best, best_key = ((8, 8), 1), 0
-    for part in group.parts:
-        for bucket, items in part.buckets.items():
-            width, height = bucket
-            batch = min(part.batch_size, len(items))
-            if width * height * batch > best_key:
-                best_key, best = width * height * batch, ((height // 8, width // 8), batch)
+    for (width, height), batch in samples.items():
+        if width * height * batch > best_key:
+            best_key, best = width * height * batch, ((height // 8, width // 8), batch)
     return best
 
 
 def estimate_for_run(models, tokens, group, device: torch.device, weight_bytes: dict[str, int], *, gradient_checkpointing: bool,
-                     activation_dtype: torch.dtype, max_token_length: int | None, optimizer) -> MemoryEstimate:
-    """The estimate for a loaded run: on a CPU the process part is the RSS now minus the weights it holds now."""
-    latent_hw, batch = largest_batch(group)
+                     activation_dtype: torch.dtype, max_token_length: int | None, optimizer, pass_groups: list | None = None) -> MemoryEstimate:
+    """The estimate for a loaded run: on a CPU the process part is the RSS now minus the weights it holds now.
+
+    `pass_groups`: groups whose same-resolution batches share one forward pass (several concepts in lockstep)."""
+    latent_hw, batch = largest_pass(pass_groups) if pass_groups else largest_batch(group)
     chunks = max(1, (max_token_length or 75) // 75)
     encoders = [TextEncoderShape(te.config.hidden_size, te.config.num_hidden_layers, 77 * chunks) for te in models.text_encoders]
     process = 0

@@ -17,12 +17,13 @@ def test_tiny_run_writes_a_loadable_model(tmp_path):
     subprocess.run(
         [sys.executable, str(REPO / "tools" / "train_toy_model.py"), "--out", str(out), "--work_dir", str(tmp_path / "work"),
          "--threads", "1", "--no-bf16_vae", "--batch_size", "4", "--vae_steps", "2", "--num_images", "16", "--unet_steps", "2",
-         "--warmup_steps", "1", "--save_every", "2", "--eval_prompts", "2"],
+         "--warmup_steps", "1", "--save_every", "2", "--eval_prompts", "2", "--hold_out", "blue,cross"],
         check=True, capture_output=True, text=True, timeout=600,
     )
     info = json.loads((out / "train_info.json").read_text())
     assert info["unet_steps_done"] == 2 and set(info["eval_seen_prompts"]) >= {"color", "shape"}
     assert 0 <= info["eval_init_word_held_out_rate"] <= 1
+    assert info["also_held_out"] == [["blue", "cross"]] and 0 <= info["eval_init_word_rate_blue_cross"] <= 1
     assert json.loads((out / "text_encoder" / "config.json").read_text())["dtype"] == "float32"
 
     from diffusers import StableDiffusionPipeline
