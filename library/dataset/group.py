@@ -406,13 +406,12 @@ class DatasetGroup(Dataset):
             concept_tokens=self.concept_tokens,
         )
 
-    def concept_counts(self, concept: int) -> tuple[int, int, int]:
-        """(images, images with repeats, batches of epoch 0) that train `concept`; regularization images left out."""
+    def concept_counts(self, concept: int) -> tuple[int, int]:
+        """(images, images with repeats) that train `concept`; regularization images left out."""
         images = sum(1 for p in self.parts for i, r in enumerate(p.records) if not r.is_reg and p.concept_of(i) == concept)
         repeated = sum(n for p in self.parts for i, (r, n) in enumerate(zip(p.records, p.repeats))
                        if not r.is_reg and p.concept_of(i) == concept)
-        batches = sum(1 for part_index, items in self.batch_plan(0) if self.parts[part_index].concept_of(items[0]) == concept)
-        return images, repeated, batches
+        return images, repeated
 
     def concept_view(self, concept: int) -> "DatasetGroup":
         """The images of one concept (its regularization images included) as a group of their own.
@@ -427,11 +426,6 @@ class DatasetGroup(Dataset):
             if records:
                 parts.append(DatasetPart(len(parts), part.params, records))
         return self._like(parts)
-
-    def batch_concept(self, index: int) -> int:
-        """The concept batch `index` of the current epoch trains (a batch holds one concept's images)."""
-        part_index, items = self.batch_plan(self.epoch)[index]
-        return self.parts[part_index].concept_of(items[0])
 
     def summary_lines(self) -> list[str]:
         """Human-readable description: datasets, subsets, images, repeats, buckets with counts."""

@@ -174,7 +174,7 @@ def concept_summary_lines(concepts: list[Concept], tokens, lockstep, rates: list
         f"gradients clipped per concept; an epoch is {len(lockstep)} steps (the longest concept's)",
     ]
     for index, (concept, unit, rate, stem) in enumerate(zip(concepts, tokens.concepts, rates, stems)):
-        images, repeated, _ = lockstep.group.concept_counts(index)
+        images, repeated = lockstep.group.concept_counts(index)
         batches = len(lockstep.views[index])
         ids = ", ".join(f"{n}={i}" for n, i in zip(unit.names, unit.ids[0]))
         lines.append(

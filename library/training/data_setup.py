@@ -119,7 +119,7 @@ def check_concepts(group, concepts, *, templates_used: bool) -> None:
     """
     problems = []
     for index, concept in enumerate(concepts):
-        images, _, _ = group.concept_counts(index)
+        images, _ = group.concept_counts(index)
         where = ", ".join(concept.subsets) or "the command line"
         if images == 0:
             problems.append(f"the concept {concept.token_string!r} ({where}) has no training images")
