@@ -49,12 +49,17 @@ def test_short_run_recovers_the_concept_clearly_above_the_init_word(toy_demo_out
 
 @pytest.mark.slow
 @pytest.mark.training
-def test_a_two_concept_demo_run_recovers_both_concepts(tmp_path, capsys):
+def test_the_two_concept_demo_data_trains_both_concepts_in_one_run(tmp_path, capsys):
+    # the demo's own dataset and training flags, without its sample images (they take most of a short demo's time)
     from library.toyworld.demo_data import CROSS, STAR
+    from library.training.parser import run_training
 
-    demo.main(["--out", str(tmp_path), "--concepts", "2", "--steps", "60"])
-    printed = capsys.readouterr().out
-    assert "--concept blue,cross" in printed  # the demo tells how to score the second concept
+    config = demo.write_dataset(tmp_path, 8, 42, concepts=2)
+    assert "token_string = 'toyxcross'" in config.read_text()
+    run_training([f"--pretrained_model_name_or_path={demo.toy_model_dir()}", f"--dataset_config={config}", f"--output_dir={tmp_path}",
+                  "--output_name=toyxstar", "--token_string=toyxstar", "--init_word=star", "--num_vectors_per_token=2",
+                  "--max_train_steps=60", "--learning_rate=5e-3", "--lr_scheduler=constant", "--cache_latents", "--seed=42",
+                  "--max_data_loader_n_workers=0"])
     for concept in (STAR, CROSS):
         concept_recovery.main(["--embedding", str(tmp_path / f"{concept.token}.safetensors"), "--samples", "16", *concept.scoring_flags])
         last = capsys.readouterr().out.strip().splitlines()[-1]
