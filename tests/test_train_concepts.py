@@ -130,6 +130,7 @@ def test_a_two_concept_run_trains_each_concept_as_its_own_run_would(tiny_model_d
     torch.testing.assert_close(vectors[f"emb_params/{TOKEN}"], first.tokens.vectors_by_slot()["emb_params"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(vectors[f"emb_params/{SECOND}"], second.tokens.vectors_by_slot()["emb_params"], rtol=1e-5, atol=1e-6)
     assert both.global_step == first.global_step == second.global_step == 3
+    assert both.skipped_backwards == 0  # every batch holds its concept's token: every backward ran
 
 
 @pytest.mark.slow

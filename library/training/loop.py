@@ -287,10 +287,10 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                     if concept_batches:
                         for index, value in step_concept_losses.items():
                             concept_losses.setdefault(index, []).append(value)
-                    if needs_backward and not (concept_batches and args.separate_concept_passes):
-                        accelerator.backward(loss)
-                    else:
+                    if not needs_backward:
                         skipped_backwards += 1
+                    elif not (concept_batches and args.separate_concept_passes):  # separate passes ran their own backwards
+                        accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         fill_missing_gradients(tokens.parameters())
                     if accelerator.sync_gradients and args.max_grad_norm:
