@@ -220,7 +220,9 @@ def test_sdxl_trains_clip_l_and_clip_g_per_concept_with_latents_cached_to_disk(t
 
 
 @pytest.mark.slow
-def test_two_processes_train_every_concept_as_one_process_with_two_accumulation_steps(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("passes", [(), ("--separate_concept_passes",)], ids=["shared-pass", "separate-passes"])
+def test_two_processes_train_every_concept_as_one_process_with_two_accumulation_steps(tiny_model_dir, tmp_path, passes):
+    # separate passes: several forward/backward pairs per step under DDP, each reducing the gradients accumulated so far
     import os
     import socket
     import subprocess
@@ -234,7 +236,7 @@ def test_two_processes_train_every_concept_as_one_process_with_two_accumulation_
     # torchrun is what `accelerate launch --multi_gpu` runs; on CPU accelerate then uses gloo (MULTI_CPU)
     env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(repo / "train_textual_inversion.py"),
-           *train_argv(tiny_model_dir("sd1"), config, tmp_path / "two", "--save_every_n_steps=2", steps=2)]
+           *train_argv(tiny_model_dir("sd1"), config, tmp_path / "two", "--save_every_n_steps=2", *passes, steps=2)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x2 process(es)" in done.stdout and "concepts:         2" in done.stdout
