@@ -81,6 +81,111 @@ def clip_gradients(accelerator, tokens, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(unit.parameters(), max_norm)
 
 
+def _trainable_tokens(args: argparse.Namespace, models, family, concepts):
+    """The run's new tokens in every tokenizer, backed by fp32 vectors: one concept, or several with a parameter each."""
+    trained = family.trained_encoders(getattr(args, "ti_text_encoders", None))
+    if len(concepts) > 1:  # each concept's tokens added once, each with its own parameter (and optimizer param group)
+        return setup_concept_tokens(models.tokenizers, models.text_encoders, list(family.slots), concepts, trained=trained)
+    concept = concepts[0]
+    initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, concept.num_vectors) if args.weights else None
+    return setup_trainable_tokens(models.tokenizers, models.text_encoders, list(family.slots), token_string=concept.token_string,
+                                  num_vectors=concept.num_vectors, init_word=concept.init_word, initial_vectors=initial_vectors,
+                                  trained=trained)
+
+
+@dataclass
+class _BatchRunner:
+    """One batch's forward, backward and (at the end of an accumulation) optimizer step, and what the run counts."""
+
+    args: argparse.Namespace
+    models: object
+    family: object
+    text_encoders: list
+    settings: StepSettings
+    accelerator: object
+    snr: torch.Tensor
+    tokens: object
+    optimizer: object
+    seed: int
+    skipped_backwards: int = 0  # batches whose captions hold no trained token (see zero_gradient)
+    overflow_skipped: int = 0  # fp16 steps the loss scaler skipped: the vectors were not written (see precision)
+    concept_losses: dict = field(default_factory=dict)  # several concepts: each concept's losses, step by step
+
+    def run(self, batch: dict, global_step: int, micro_step: int) -> float | None:
+        """The batch's loss (several concepts: the mean of theirs); None when --skip_nan dropped it."""
+        args, accelerator = self.args, self.accelerator
+        concept_batches = batch.get("concept_batches")
+        with accelerator.accumulate(*self.text_encoders):
+            captions = [c for b in concept_batches for c in b["captions"]] if concept_batches else batch["captions"]
+            # every process must run every backward under DDP, so only a single process skips them
+            needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(self.tokens, self.models.tokenizers, captions,
+                                                                                     self.settings.conditioning.max_token_length)
+            # a compiled UNet would recompile for no-grad mode: it keeps the graph, and only the backward is skipped
+            with torch.set_grad_enabled(needs_backward or args.torch_compile):
+                loss, per_concept = self._loss(batch, concept_batches, global_step, micro_step, needs_backward)
+            # several concepts: the summed loss trains, the mean is logged (comparable with a single run's)
+            loss_value = loss.detach().item() / (len(concept_batches) if concept_batches else 1)
+            if not math.isfinite(loss_value) and args.skip_nan:
+                logger.warning("step %d: loss is %s; skipped this batch (--skip_nan)", global_step + 1, loss_value)
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            if not math.isfinite(loss_value):
+                raise NonFiniteLoss(
+                    f"the loss became {loss_value} at step {global_step + 1}; stopped and kept the last good vectors. "
+                    "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, add --no_half_vae, or pass --skip_nan"
+                )
+            for index, value in per_concept.items():
+                self.concept_losses.setdefault(index, []).append(value)
+            if not needs_backward:
+                self.skipped_backwards += 1
+            elif not (concept_batches and args.separate_concept_passes):  # separate passes ran their own backwards
+                accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                fill_missing_gradients(self.tokens.parameters())
+            if accelerator.sync_gradients and args.max_grad_norm:
+                clip_gradients(accelerator, self.tokens, args.max_grad_norm)
+            self.optimizer.step()
+            if accelerator.sync_gradients and step_was_skipped(self.optimizer):
+                self.overflow_skipped += 1
+                logger.debug("step %d: fp16 gradients overflowed; the loss scaler skipped the update", global_step + 1)
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss_value
+
+    def _loss(self, batch: dict, concept_batches, global_step: int, micro_step: int, needs_backward: bool) -> tuple[torch.Tensor, dict]:
+        accelerator = self.accelerator
+        if concept_batches:
+            # --separate_concept_passes: each concept's backward runs before the next concept's forward
+            backward = accelerator.backward if self.args.separate_concept_passes and needs_backward else None
+            return lockstep_step(concept_batches, self.models, self.family, self.text_encoders, self.settings, accelerator, self.snr,
+                                 seed=self.seed, step=global_step, micro_step=micro_step, backward=backward)
+        generators = sample_generators(self.seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
+        return training_step(batch, self.models, self.family, self.text_encoders, self.settings, generators, accelerator, self.snr), {}
+
+
+def _report_end(args: argparse.Namespace, runner: _BatchRunner, accelerator, steps_run: int, losses: list[float], concepts, stems: list[str],
+                final, final_paths: list, estimate) -> None:
+    """The main process's closing lines: skipped backwards, fp16 loss scaling, loss charts, and the measured peak memory."""
+    if runner.skipped_backwards:
+        logger.info(
+            "%d batch(es) had no trained token in their captions (regularisation images, captions without the token string or with it truncated away): "
+            "their gradient is exactly zero, so their backward pass was skipped", runner.skipped_backwards,
+        )
+    if accelerator.scaler is not None:
+        logger.info("fp16 loss scaling: %d of %d optimizer step(s) skipped because their gradients overflowed; final loss scale %g",
+                    runner.overflow_skipped, steps_run, accelerator.scaler.get_scale())
+    if len(concepts) == 1:
+        chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
+        logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
+    for index, values in sorted(runner.concept_losses.items()):  # several concepts: each its own chart, beside its file
+        chart = draw_loss_chart(values, Path(args.output_dir) / f"{stems[index]}_loss.png",
+                                title=f"loss of {concepts[index].token_string!r} ({stems[index]})")
+        logger.info("saved %s%s", final_paths[index] if index < len(final_paths) else stems[index], f" and its loss chart {chart}" if chart else "")
+    device = accelerator.device
+    measured = memory_estimate.measured_peak_bytes(device)
+    logger.info("memory: measured peak %.2f GiB on %s (%s; estimated %.2f GiB)", measured / memory_estimate.GIB, device,
+                "max_memory_allocated" if device.type == "cuda" else "peak RSS", estimate.total / memory_estimate.GIB)
+
+
 def _unwrap_batch(items: list[dict]) -> dict:
     # each dataset item is already a whole bucket-homogeneous batch
     return items[0]
@@ -120,22 +225,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         from library.models.fp8_storage import store_in_fp8
 
         logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet, weight_dtype))
-    trained = family.trained_encoders(getattr(args, "ti_text_encoders", None))
-    if len(concepts) == 1:
-        concept = concepts[0]
-        initial_vectors = model_setup.read_initial_vectors(args.weights, family.slots, models, concept.num_vectors) if args.weights else None
-        tokens = setup_trainable_tokens(
-            models.tokenizers,
-            models.text_encoders,
-            list(family.slots),
-            token_string=concept.token_string,
-            num_vectors=concept.num_vectors,
-            init_word=concept.init_word,
-            initial_vectors=initial_vectors,
-            trained=trained,
-        )
-    else:  # each concept's tokens added once, each with its own parameter (and optimizer param group)
-        tokens = setup_concept_tokens(models.tokenizers, models.text_encoders, list(family.slots), concepts, trained=trained)
+    tokens = _trainable_tokens(args, models, family, concepts)
 
     # --- data: captions rewritten to the N tokens, validated as a whole before any compute is spent
     group, val_group, templates = data_setup.build_datasets(args, tokens, dataset_params)
@@ -233,9 +323,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     validator = Validator(args, val_group, models, family, text_encoders, settings, accelerator, seed, snr)
 
     losses: list[float] = []
-    concept_losses: dict[int, list[float]] = {}  # several concepts: each batch's loss under the concept it trained
-    skipped_backwards = 0  # batches whose captions hold no trained token (see zero_gradient)
-    overflow_skipped = 0  # fp16 steps the loss scaler skipped: the vectors were not written (see precision)
+    runner = _BatchRunner(args, models, family, text_encoders, settings, accelerator, snr, tokens, optimizer, seed)
     global_step = progress.global_step
     progress_start = global_step
     bar = tqdm(total=max_steps, initial=global_step, smoothing=0, disable=not is_main, desc="steps")
@@ -258,48 +346,9 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
                 micro_step = batches_done % args.gradient_accumulation_steps
                 batches_done += 1
                 train_data.set_step(global_step)
-                concept_batches = batch.get("concept_batches")
-                with accelerator.accumulate(*text_encoders):
-                    captions = [c for b in concept_batches for c in b["captions"]] if concept_batches else batch["captions"]
-                    # every process must run every backward under DDP, so only a single process skips them
-                    needs_backward = accelerator.num_processes > 1 or batch_reaches_vectors(tokens, models.tokenizers, captions, settings.conditioning.max_token_length)
-                    # a compiled UNet would recompile for no-grad mode: it keeps the graph, and only the backward is skipped
-                    with torch.set_grad_enabled(needs_backward or args.torch_compile):
-                        if concept_batches:
-                            # --separate_concept_passes: each concept's backward runs before the next concept's forward
-                            backward = accelerator.backward if args.separate_concept_passes and needs_backward else None
-                            loss, step_concept_losses = lockstep_step(concept_batches, models, family, text_encoders, settings, accelerator, snr,
-                                                                      seed=seed, step=global_step, micro_step=micro_step, backward=backward)
-                        else:
-                            generators = sample_generators(seed, global_step, len(batch["captions"]), accelerator.process_index, accelerator.num_processes, micro_step)
-                            loss = training_step(batch, models, family, text_encoders, settings, generators, accelerator, snr)
-                    # several concepts: the summed loss trains, the mean is logged (comparable with a single run's)
-                    loss_value = loss.detach().item() / (len(concept_batches) if concept_batches else 1)
-                    if not math.isfinite(loss_value) and args.skip_nan:
-                        logger.warning("step %d: loss is %s; skipped this batch (--skip_nan)", global_step + 1, loss_value)
-                        optimizer.zero_grad(set_to_none=True)
-                        continue
-                    if not math.isfinite(loss_value):
-                        raise NonFiniteLoss(
-                            f"the loss became {loss_value} at step {global_step + 1}; stopped and kept the last good vectors. "
-                            "Lower --learning_rate, use --mixed_precision bf16 or no instead of fp16, add --no_half_vae, or pass --skip_nan"
-                        )
-                    if concept_batches:
-                        for index, value in step_concept_losses.items():
-                            concept_losses.setdefault(index, []).append(value)
-                    if not needs_backward:
-                        skipped_backwards += 1
-                    elif not (concept_batches and args.separate_concept_passes):  # separate passes ran their own backwards
-                        accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        fill_missing_gradients(tokens.parameters())
-                    if accelerator.sync_gradients and args.max_grad_norm:
-                        clip_gradients(accelerator, tokens, args.max_grad_norm)
-                    optimizer.step()
-                    if accelerator.sync_gradients and step_was_skipped(optimizer):
-                        overflow_skipped += 1
-                        logger.debug("step %d: fp16 gradients overflowed; the loss scaler skipped the update", global_step + 1)
-                    optimizer.zero_grad(set_to_none=True)
+                loss_value = runner.run(batch, global_step, micro_step)
+                if loss_value is None:
+                    continue
                 if not accelerator.sync_gradients:
                     continue
                 lr_scheduler.step()
@@ -332,32 +381,13 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     finally:
         bar.close()
 
-    if skipped_backwards and is_main:
-        logger.info(
-            "%d batch(es) had no trained token in their captions (regularisation images, captions without the token string or with it truncated away): "
-            "their gradient is exactly zero, so their backward pass was skipped", skipped_backwards,
-        )
-    if accelerator.scaler is not None and is_main:
-        logger.info("fp16 loss scaling: %d of %d optimizer step(s) skipped because their gradients overflowed; final loss scale %g",
-                    overflow_skipped, global_step - progress_start, accelerator.scaler.get_scale())
     final = saver.save_final(global_step, progress.epoch)
     if args.save_state or args.save_state_on_train_end:
         saver.save_final_state(progress, optimizer, lr_scheduler)
     if is_main:
-        if len(concepts) == 1:
-            chart = draw_loss_chart(losses, Path(args.output_dir) / f"{args.output_name or 'last'}_loss.png", title=f"loss ({args.output_name or 'last'})")
-            logger.info("saved %s%s", final, f" and the loss chart {chart}" if chart else "")
-        for index, values in sorted(concept_losses.items()):  # several concepts: each its own chart, beside its file
-            chart = draw_loss_chart(values, Path(args.output_dir) / f"{stems[index]}_loss.png",
-                                    title=f"loss of {concepts[index].token_string!r} ({stems[index]})")
-            logger.info("saved %s%s", saver.final_paths[index] if index < len(saver.final_paths) else stems[index],
-                        f" and its loss chart {chart}" if chart else "")
-    if is_main:
-        measured = memory_estimate.measured_peak_bytes(device)
-        logger.info("memory: measured peak %.2f GiB on %s (%s; estimated %.2f GiB)", measured / memory_estimate.GIB, device,
-                    "max_memory_allocated" if device.type == "cuda" else "peak RSS", estimate.total / memory_estimate.GIB)
+        _report_end(args, runner, accelerator, global_step - progress_start, losses, concepts, stems, final, saver.final_paths, estimate)
     accelerator.end_training()
     preflight.release_output_locks()  # the output name is free for the next run in this process or another
-    return TrainResult(final, global_step, losses, models, tokens, skipped_backwards, validator.losses, overflow_skipped,
+    return TrainResult(final, global_step, losses, models, tokens, runner.skipped_backwards, validator.losses, runner.overflow_skipped,
                        output_files=saver.final_paths, concept_validation_losses=validator.concept_losses)
 
