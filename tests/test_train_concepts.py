@@ -101,6 +101,35 @@ def test_lockstep_gives_each_concept_the_batches_of_its_own_run(tiny_model_dir, 
                 assert torch.equal(batch["images"], expected["images"])
 
 
+def test_regularization_images_join_one_concept_and_are_balanced_as_in_its_own_run(tiny_model_dir, tmp_path):
+    from library.dataset.group import build_dataset_group
+    from library.dataset.lockstep import ConceptLockstep
+    from library.training import data_setup
+    from library.training.concepts import resolve_concepts
+
+    config = make_two_concept_dataset(tmp_path)
+    reg = tmp_path / "reg"
+    make_dataset(reg, 3, seed=3, include=[("green", "circle")], caption_fn=caption)
+    reg_subset = f"[[datasets.subsets]]\nimage_dir = '{reg.as_posix()}'\nis_reg = true\n"
+    config.write_text(config.read_text() + reg_subset)
+    args = parse_training_args(train_argv(tiny_model_dir("sd1"), config, tmp_path))
+    params = data_setup.dataset_params(args)
+    concepts = resolve_concepts(params, args)
+    lockstep = ConceptLockstep(build_dataset_group(params, seed=7, concept_tokens=[c.token_string for c in concepts]), 2)
+
+    head, first, _second, _reg = config.read_text().split("[[datasets.subsets]]")
+    alone = tmp_path / "first_with_reg.toml"  # the command-line concept's own run: its images and the reg images
+    alone.write_text(head + "[[datasets.subsets]]" + first + reg_subset)
+    own = build_dataset_group(data_setup.dataset_params(parse_training_args(train_argv(tiny_model_dir("sd1"), alone, tmp_path))), seed=7)
+    assert own.num_reg_images == 3 and len(lockstep.views[0]) == len(own) == 4  # 4 star images + 4 reg draws, batch 2
+    for epoch in range(2):
+        lockstep.set_epoch(epoch)
+        for index in range(len(lockstep)):
+            batch = lockstep[index]["concept_batches"][0]
+            assert batch["image_paths"] == own.batch_at(epoch, index)["image_paths"]
+    assert not any(str(reg) in p for i in range(len(lockstep)) for p in lockstep[i]["concept_batches"][1]["image_paths"])
+
+
 OWN_RATE = 0.05  # the second concept's own learning_rate in the per-concept-rate cases
 
 
