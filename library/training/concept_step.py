@@ -24,29 +24,22 @@ def _shape_key(batch: dict) -> tuple:
     return batch["latents"] is not None, tuple(pixels.shape[1:]), batch["alpha_masks"] is not None
 
 
-def merge_batches(batches: list[dict]) -> list[tuple[dict, list[int]]]:
-    """Concept batches grouped into forward passes: (merged batch, sizes of its concept batches in order)."""
+def merge_batches(batches: list[dict]) -> list[tuple[dict, list[int], list[int]]]:
+    """Concept batches grouped into forward passes: (merged batch, sizes of its concept batches, their concepts)."""
     groups: dict[tuple, list[dict]] = {}
     for batch in batches:
         groups.setdefault(_shape_key(batch), []).append(batch)
     merged = []
     for members in groups.values():
+        sizes, concepts = [len(m["captions"]) for m in members], [m["concept"] for m in members]
         if len(members) == 1:
-            merged.append((members[0], [len(members[0]["captions"])]))
+            merged.append((members[0], sizes, concepts))
             continue
         batch = {key: (None if members[0][key] is None else torch.cat([m[key] for m in members])) for key in _CONCAT}
         batch["captions"] = [c for m in members for c in m["captions"]]
         batch["image_paths"] = [p for m in members for p in m["image_paths"]]
-        merged.append((batch, [len(m["captions"]) for m in members]))
+        merged.append((batch, sizes, concepts))
     return merged
-
-
-def concept_order(batches: list[dict]) -> list[int]:
-    """The concept of each batch in the order `merge_batches` runs them."""
-    groups: dict[tuple, list[int]] = {}
-    for batch in batches:
-        groups.setdefault(_shape_key(batch), []).append(batch["concept"])
-    return [c for members in groups.values() for c in members]
 
 
 def lockstep_step(batches: list[dict], models, family, text_encoders, settings: StepSettings, accelerator, snr: torch.Tensor, *,
@@ -57,10 +50,11 @@ def lockstep_step(batches: list[dict], models, family, text_encoders, settings: 
     With `backward` (--separate_concept_passes) every concept batch runs alone and `backward` is called on its loss
     before the next one runs, so only one batch's activations are alive at a time; the returned sum is then detached.
     """
-    passes = merge_batches(batches) if backward is None else [(batch, [len(batch["captions"])]) for batch in batches]
-    order = concept_order(batches) if backward is None else [batch["concept"] for batch in batches]
+    passes = merge_batches(batches) if backward is None else [(batch, [len(batch["captions"])], [batch["concept"]]) for batch in batches]
     losses: list[torch.Tensor] = []
-    for batch, sizes in passes:
+    order: list[int] = []
+    for batch, sizes, concepts in passes:
+        order += concepts
         # each concept's samples keep the generators of their own run: positions restart at every concept batch
         generators = [g for n in sizes for g in sample_generators(seed, step, n, accelerator.process_index, accelerator.num_processes, micro_step)]
         per_sample = per_sample_losses(batch, models, family, text_encoders, settings, generators, accelerator, snr)
