@@ -449,17 +449,12 @@ def main(argv: list[str] | None = None) -> None:
     opts, extra = parse_args(argv)
     if opts.compare_concepts:
         result = compare_concepts(opts)
-        if opts.json:
-            from library.atomic import atomic_path
-
-            with atomic_path(Path(opts.json)) as tmp:
-                tmp.write_text(json.dumps(result, indent=2))
-        return
-    opts.steps = opts.steps or 16
-    if opts.model in TINY_MODELS and TINY_MODELS[opts.model] == "sdxl":
-        opts.sdxl = True
-    result = run_benchmark(opts, extra)
-    print("\n".join(summary_lines(result)))
+    else:
+        opts.steps = opts.steps or 16
+        if opts.model in TINY_MODELS and TINY_MODELS[opts.model] == "sdxl":
+            opts.sdxl = True
+        result = run_benchmark(opts, extra)
+        print("\n".join(summary_lines(result)))
     if opts.json:
         from library.atomic import atomic_path
 

@@ -123,24 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     config = write_dataset(out, args.images, args.seed, args.concepts)
     prompts = write_sample_prompts(out, args.concepts)
 
-    argv = [
-        f"--pretrained_model_name_or_path={model}",
-        f"--dataset_config={config}",
-        f"--output_dir={out}",
-        "--output_name=toyxstar",
-        f"--token_string={TOKEN}",
-        "--init_word=star",
-        "--num_vectors_per_token=2",
-        f"--max_train_steps={steps}",
-        "--learning_rate=5e-3",
-        "--optimizer_type=AdamW",
-        "--lr_scheduler=constant",
-        "--cache_latents",
-        f"--seed={args.seed}",
+    from library.toyworld.demo_data import STAR, training_argv
+
+    argv = training_argv(model, config, out, STAR, steps, args.seed) + [
         f"--sample_prompts={prompts}",
         f"--sample_every_n_steps={max(1, steps // 3)}",
         "--sample_at_first",
-        "--max_data_loader_n_workers=0",
     ]
     print(f"the same run from a shell:\n  {python_command()} train_textual_inversion.py " + " ".join(shlex.quote(a) for a in argv))
 

@@ -13,19 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from library.toyworld.demo_data import CROSS, STAR, DemoConcept, write_config, write_images
+from library.toyworld.demo_data import CROSS, STAR, training_argv, write_config, write_images
 from library.toyworld.model import TOY_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _argv(config: Path, out: Path, concept: DemoConcept, steps: int, seed: int) -> list[str]:
-    return [
-        f"--pretrained_model_name_or_path={TOY_MODEL_DIR}", f"--dataset_config={config}", f"--output_dir={out}",
-        f"--output_name={concept.token}", f"--token_string={concept.token}", f"--init_word={concept.init_word}",
-        f"--num_vectors_per_token={concept.num_vectors}", f"--max_train_steps={steps}", "--learning_rate=5e-3",
-        "--optimizer_type=AdamW", "--lr_scheduler=constant", "--cache_latents", f"--seed={seed}", "--max_data_loader_n_workers=0",
-    ]
 
 
 def _timed_run(argv: list[str], log: Path) -> float:
@@ -48,9 +39,9 @@ def compare_concepts(root: Path, *, steps: int = 300, images: int = 8, seed: int
     both = write_config(root / "both.toml", [(star_images, None), (cross_images, CROSS)])
     times: dict[str, list[float]] = {"star": [], "cross": [], "both": []}
     for r in range(repeats):
-        times["star"].append(_timed_run(_argv(star_alone, root / "star", STAR, steps, seed), root / f"star_{r}.log"))
-        times["cross"].append(_timed_run(_argv(cross_alone, root / "cross", CROSS, steps, seed), root / f"cross_{r}.log"))
-        times["both"].append(_timed_run(_argv(both, root / "both", STAR, steps, seed), root / f"both_{r}.log"))
+        times["star"].append(_timed_run(training_argv(TOY_MODEL_DIR, star_alone, root / "star", STAR, steps, seed), root / f"star_{r}.log"))
+        times["cross"].append(_timed_run(training_argv(TOY_MODEL_DIR, cross_alone, root / "cross", CROSS, steps, seed), root / f"cross_{r}.log"))
+        times["both"].append(_timed_run(training_argv(TOY_MODEL_DIR, both, root / "both", STAR, steps, seed), root / f"both_{r}.log"))
     median = {name: statistics.median(values) for name, values in times.items()}
     result = {
         "steps_per_concept": steps, "images_per_concept": images, "repeats": repeats,

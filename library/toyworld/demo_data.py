@@ -31,6 +31,17 @@ STAR = DemoConcept("toyxstar", "star", HELD_OUT)
 CROSS = DemoConcept("toyxcross", "cross", ("blue", "cross"))
 
 
+def training_argv(model: Path, config: Path, out: Path, concept: DemoConcept, steps: int, seed: int) -> list[str]:
+    """The demo's trainer flags: `concept` from the command line (a config's other subsets may name more), AdamW at a
+    constant 5e-3, latents cached, no data-loader workers."""
+    return [
+        f"--pretrained_model_name_or_path={model}", f"--dataset_config={config}", f"--output_dir={out}",
+        f"--output_name={concept.token}", f"--token_string={concept.token}", f"--init_word={concept.init_word}",
+        f"--num_vectors_per_token={concept.num_vectors}", f"--max_train_steps={steps}", "--learning_rate=5e-3",
+        "--optimizer_type=AdamW", "--lr_scheduler=constant", "--cache_latents", f"--seed={seed}", "--max_data_loader_n_workers=0",
+    ]
+
+
 def write_images(folder: Path, concept: DemoConcept, count: int, seed: int) -> Path:
     """`count` images of the concept (random size, position, background) captioned "a TOKEN on a ... background"."""
     make_dataset(folder, count, seed=seed, include=[concept.concept], caption_fn=lambda scene: caption(scene, subject=concept.token))

@@ -51,15 +51,12 @@ def test_short_run_recovers_the_concept_clearly_above_the_init_word(toy_demo_out
 @pytest.mark.training
 def test_the_two_concept_demo_data_trains_both_concepts_in_one_run(tmp_path, capsys):
     # the demo's own dataset and training flags, without its sample images (they take most of a short demo's time)
-    from library.toyworld.demo_data import CROSS, STAR
+    from library.toyworld.demo_data import CROSS, STAR, training_argv
     from library.training.parser import run_training
 
     config = demo.write_dataset(tmp_path, 8, 42, concepts=2)
     assert "token_string = 'toyxcross'" in config.read_text()
-    run_training([f"--pretrained_model_name_or_path={demo.toy_model_dir()}", f"--dataset_config={config}", f"--output_dir={tmp_path}",
-                  "--output_name=toyxstar", "--token_string=toyxstar", "--init_word=star", "--num_vectors_per_token=2",
-                  "--max_train_steps=60", "--learning_rate=5e-3", "--lr_scheduler=constant", "--cache_latents", "--seed=42",
-                  "--max_data_loader_n_workers=0"])
+    run_training(training_argv(demo.toy_model_dir(), config, tmp_path, STAR, 60, 42))
     for concept in (STAR, CROSS):
         concept_recovery.main(["--embedding", str(tmp_path / f"{concept.token}.safetensors"), "--samples", "16", *concept.scoring_flags])
         last = capsys.readouterr().out.strip().splitlines()[-1]
