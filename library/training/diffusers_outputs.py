@@ -62,10 +62,10 @@ def prune_checkpoints(output_dir: Path, limit: int | None) -> list[Path]:
     return removed
 
 
-def save_full_pipeline(output_dir: Path, models, tokens, embedding_file: Path) -> Path:
+def save_full_pipeline(output_dir: Path, models, family, token: str, vectors: dict) -> Path:
     """A diffusers pipeline folder: the frozen model with the trained token added by diffusers' own loader."""
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import DDIMScheduler
 
     from library.models.loading import load_tokenizers
     from library.token_embedding import ExtendedTokenEmbedding
@@ -77,32 +77,10 @@ def save_full_pipeline(output_dir: Path, models, tokens, embedding_file: Path) -
         if isinstance(embedding, ExtendedTokenEmbedding):
             clone.set_input_embeddings(embedding.base)  # the model's own table; diffusers appends the token
         encoders.append(clone)
-    tokenizers = load_tokenizers(models.family)
     scheduler = DDIMScheduler.from_config(models.noise_scheduler.config)
     parts = dict(vae=copy.deepcopy(models.vae).to("cpu", torch.float32), unet=copy.deepcopy(models.unet).to("cpu", torch.float32), scheduler=scheduler)
-    if models.family == "sdxl":
-        pipe = StableDiffusionXLPipeline(text_encoder=encoders[0], text_encoder_2=encoders[1], tokenizer=tokenizers[0],
-                                         tokenizer_2=tokenizers[1], **parts)
-        state = _read(embedding_file)
-        partner = embedding_file.with_name(embedding_file.stem + "_2" + embedding_file.suffix)
-        state_2 = _read(partner)
-        token = next(iter(state))
-        pipe.load_textual_inversion(state[token], token=token, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-        pipe.load_textual_inversion(state_2[token], token=token, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
-    else:
-        pipe = StableDiffusionPipeline(text_encoder=encoders[0], tokenizer=tokenizers[0], safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False, **parts)
-        pipe.load_textual_inversion(str(embedding_file.parent), weight_name=embedding_file.name)
+    vectors = {slot: v.detach().to("cpu", torch.float32) for slot, v in vectors.items()}
+    pipe = family.full_pipeline(parts, encoders, load_tokenizers(models.family), vectors, token)
     pipe.save_pretrained(str(output_dir), safe_serialization=True)
-    logger.info("saved a full diffusers pipeline with %r: %s", tokens.token_string, output_dir)
+    logger.info("saved a full diffusers pipeline with %r: %s", token, output_dir)
     return output_dir
-
-
-def _read(path: Path) -> dict:
-    if path.suffix == ".bin":
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True)
-    from safetensors.torch import load_file
-
-    return load_file(str(path))

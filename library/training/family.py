@@ -67,6 +67,15 @@ class SDFamily:
         return {"encoder_hidden_states": encode_sd(text_encoders[0], ids, clip_skip)}
 
 
+    def full_pipeline(self, parts: dict, encoders: list, tokenizers: list, vectors: dict[str, torch.Tensor], token: str):
+        """A diffusers pipeline of the frozen `parts` (vae, unet, scheduler) whose text encoder holds `token`."""
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(text_encoder=encoders[0], tokenizer=tokenizers[0], safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False, **parts)
+        pipe.load_textual_inversion(vectors["emb_params"], token=token)
+        return pipe
+
 @dataclass(frozen=True)
 class SDXLFamily:
     """SDXL: CLIP-L and OpenCLIP bigG; files hold `clip_l` and `clip_g`; pooled text and size/crop ids."""
@@ -104,6 +113,17 @@ class SDXLFamily:
             "encoder_hidden_states": hidden,
             "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.to(pooled.device, pooled.dtype)},
         }
+
+    def full_pipeline(self, parts: dict, encoders: list, tokenizers: list, vectors: dict[str, torch.Tensor], token: str):
+        """A diffusers SDXL pipeline of the frozen `parts`; each encoder with a trained slot gets `token`."""
+        from diffusers import StableDiffusionXLPipeline
+
+        pipe = StableDiffusionXLPipeline(text_encoder=encoders[0], text_encoder_2=encoders[1], tokenizer=tokenizers[0],
+                                         tokenizer_2=tokenizers[1], **parts)
+        for slot, encoder, tokenizer in zip(self.slots, (pipe.text_encoder, pipe.text_encoder_2), (pipe.tokenizer, pipe.tokenizer_2)):
+            if slot in vectors:
+                pipe.load_textual_inversion(vectors[slot], token=token, text_encoder=encoder, tokenizer=tokenizer)
+        return pipe
 
 
 def family_for(model_family: str):

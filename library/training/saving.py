@@ -87,7 +87,8 @@ class Saver:
         self.final_paths = [self._save_embedding(name, step, epoch, unit, name) for name, unit in self.units]
         path = self.final_paths[0]
         if path is not None and self.diffusers_layout and getattr(self.args, "save_as_full_pipeline", None):
-            diffusers_outputs.save_full_pipeline(self.output_dir, self.models, self.tokens, path)
+            diffusers_outputs.save_full_pipeline(self.output_dir, self.models, self.family, self.tokens.token_string,
+                                                 self.tokens.published_vectors())
         return path
 
     def save_final_state(self, progress: Progress, optimizer, lr_scheduler) -> None:
