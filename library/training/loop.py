@@ -93,6 +93,68 @@ def _trainable_tokens(args: argparse.Namespace, models, family, concepts):
                                   trained=trained)
 
 
+def _freeze(args: argparse.Namespace, models, weight_dtype: torch.dtype) -> dict:
+    """Every model weight frozen in the mixed-precision dtype (U-Net in float8 with --fp8_base); returns the loaded
+    bytes by dtype for the memory estimate, counted before the VAE may be freed."""
+    for module in (models.unet, *models.text_encoders):
+        module.requires_grad_(False).to(weight_dtype)
+    models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
+    loaded = memory_estimate.weight_bytes_by_dtype([models.unet, *models.text_encoders, models.vae])
+    if args.fp8_base:
+        from library.models.fp8_storage import store_in_fp8
+
+        logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet, weight_dtype))
+    return loaded
+
+
+def _cache_latents(args: argparse.Namespace, accelerator, models, group, val_group) -> None:
+    """--cache_latents(_to_disk): encode every image once (main process first, so others read its disk cache), then
+    move the VAE off the device, or free it when nothing will decode again."""
+    device = accelerator.device
+    models.vae.to(device)
+    if not (args.cache_latents or args.cache_latents_to_disk):
+        return
+    with accelerator.main_process_first():
+        data_setup.cache_latents(args, group, models.vae, device)
+        if val_group is not None:
+            data_setup.cache_latents(args, val_group, models.vae, device)
+    if sampling_wanted(args):
+        models.vae.to("cpu")  # every latent is cached: the VAE leaves the device until sampling decodes with it
+    else:
+        models.vae = None  # nothing encodes or decodes again: free its memory (0.3 GiB for SD1.5 in fp32)
+
+
+def _optimizer(args: argparse.Namespace, tokens, concepts, num_processes: int):
+    """The optimizer over the new vectors only; returns it, its name and each concept's learning rate."""
+    learning_rate = base_learning_rate(args, num_processes)
+    cli_rate = base_learning_rate(argparse.Namespace(**{**vars(args), "scale_lr": False}), 1)
+    rates = [concept_learning_rate(c, learning_rate, cli_rate) for c in concepts]
+    if len(concepts) == 1:
+        optimizer, name = build_optimizer_for(args, tokens.parameters(), rates[0])
+    else:  # one optimizer, one param group per concept (its own learning rate), one LR schedule scaling every group
+        optimizer, name = build_optimizer_for(args, tokens.param_groups(rates), learning_rate)
+    return optimizer, name, rates
+
+
+def _file_stems(args: argparse.Namespace, concepts) -> list[str]:
+    """Each concept's embedding file name without its extension (a lone concept's config `output_name` wins)."""
+    if len(concepts) == 1 and concepts[0].output_name:
+        return [concepts[0].output_name]
+    return [c.file_stem(len(concepts) == 1, args.output_name) for c in concepts]
+
+
+def _restore(state_dir, run, tokens, optimizer, lr_scheduler, accelerator) -> Progress:
+    """--resume: the vectors, optimizer, LR schedule and fp16 loss scale of a saved state; returns its progress."""
+    vectors, optimizer_state, scheduler_state, progress = load_state(state_dir)
+    progress.run = run  # a state of an older version gains the record in its next save
+    tokens.load_vectors(vectors)
+    optimizer.load_state_dict(optimizer_state)
+    lr_scheduler.load_state_dict(scheduler_state)
+    if progress.scaler and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(progress.scaler)
+    return progress
+
+
 @dataclass
 class _BatchRunner:
     """One batch's forward, backward and (at the end of an accumulation) optimizer step, and what the run counts."""
@@ -217,14 +279,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     models = model_setup.load_models_for(args, sdxl=sdxl)
     family = family_for(models.family)
     weight_dtype = weight_dtype_for(args)
-    for module in (models.unet, *models.text_encoders):
-        module.requires_grad_(False).to(weight_dtype)
-    models.vae.requires_grad_(False).to(torch.float32 if args.no_half_vae else weight_dtype)
-    loaded_weight_bytes = memory_estimate.weight_bytes_by_dtype([models.unet, *models.text_encoders, models.vae])  # before the VAE may be freed
-    if args.fp8_base:
-        from library.models.fp8_storage import store_in_fp8
-
-        logger.info("--fp8_base: %d U-Net layers store their weights in float8", store_in_fp8(models.unet, weight_dtype))
+    loaded_weight_bytes = _freeze(args, models, weight_dtype)
     tokens = _trainable_tokens(args, models, family, concepts)
 
     # --- data: captions rewritten to the N tokens, validated as a whole before any compute is spent
@@ -242,16 +297,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
         check_resume(args.resume, saved, run, tokens.names)  # before latents are cached: refusing costs no compute
     device = accelerator.device
     settings = StepSettings.from_args(args, models)
-    models.vae.to(device)
-    if args.cache_latents or args.cache_latents_to_disk:
-        with accelerator.main_process_first():
-            data_setup.cache_latents(args, group, models.vae, device)
-            if val_group is not None:
-                data_setup.cache_latents(args, val_group, models.vae, device)
-        if sampling_wanted(args):
-            models.vae.to("cpu")  # every latent is cached: the VAE leaves the device until sampling decodes with it
-        else:
-            models.vae = None  # nothing encodes or decodes again: free its memory (0.3 GiB for SD1.5 in fp32)
+    _cache_latents(args, accelerator, models, group, val_group)
     # several concepts train in lockstep: every step gives each concept one batch of its own images
     train_data = group if len(concepts) == 1 else ConceptLockstep(group, len(concepts))
     dataloader = DataLoader(
@@ -267,13 +313,7 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     # --- optimization: only the new vectors are parameters
     steps_per_epoch, num_epochs, max_steps = total_steps(args, len(dataloader), accelerator.num_processes)
     train_data.set_max_train_steps(max_steps)  # --token_warmup_step may be a ratio of the run
-    learning_rate = base_learning_rate(args, accelerator.num_processes)
-    cli_rate = base_learning_rate(argparse.Namespace(**{**vars(args), "scale_lr": False}), 1)
-    rates = [concept_learning_rate(c, learning_rate, cli_rate) for c in concepts]
-    if len(concepts) == 1:
-        optimizer, optimizer_name = build_optimizer_for(args, tokens.parameters(), rates[0])
-    else:  # one optimizer, one param group per concept (its own learning rate), one LR schedule scaling every group
-        optimizer, optimizer_name = build_optimizer_for(args, tokens.param_groups(rates), learning_rate)
+    optimizer, optimizer_name, rates = _optimizer(args, tokens, concepts, accelerator.num_processes)
     lr_scheduler = build_lr_scheduler_for(args, optimizer, max_steps)
     for module in (models.unet, *models.text_encoders):
         module.to(device)
@@ -282,21 +322,13 @@ def train(args: argparse.Namespace, *, sdxl: bool) -> TrainResult:
     model_setup.set_attention(args, models.unet)
     if args.torch_compile:
         model_setup.compile_unet(args, models.unet)
-    stems = [c.file_stem(len(concepts) == 1, args.output_name) for c in concepts]
-    if len(concepts) == 1 and concepts[0].output_name:
-        stems = [concepts[0].output_name]
+    stems = _file_stems(args, concepts)
     prepared = accelerator.prepare(*models.text_encoders, optimizer, dataloader)
     text_encoders, optimizer, dataloader = list(prepared[:-2]), prepared[-2], prepared[-1]
 
     progress = Progress(seed=seed, token_names=tokens.names, slots=list(family.slots), run=run)
     if args.resume:
-        vectors, optimizer_state, scheduler_state, progress = load_state(args.resume)
-        progress.run = run  # a state of an older version gains the record in its next save
-        tokens.load_vectors(vectors)
-        optimizer.load_state_dict(optimizer_state)
-        lr_scheduler.load_state_dict(scheduler_state)
-        if progress.scaler and accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(progress.scaler)
+        progress = _restore(args.resume, run, tokens, optimizer, lr_scheduler, accelerator)
 
     if is_main:
         print_summary(args, models, family, tokens, group, val_group, optimizer_name, steps_per_epoch, num_epochs, max_steps, accelerator, weight_dtype,
