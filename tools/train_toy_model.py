@@ -64,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of weights, scenes and noise")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--phase", choices=("all", "vae", "unet"), default="all", help="'unet' reuses the VAE in --work_dir")
+    p.add_argument("--vae_from", default=None, metavar="MODEL_DIR",
+                   help="with --phase unet: the VAE of this diffusers model (e.g. library/resources/toy_model) instead of "
+                        "--work_dir's; its train_info.json is kept under vae_from")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--vae_steps", type=int, default=600)
     p.add_argument("--vae_lr", type=float, default=1e-3)
@@ -91,7 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bf16_vae", action=argparse.BooleanOptionalAction, default=cpu_has_native_bf16(),
                    help="bf16 autocast for the VAE: 4x faster on CPUs with AVX512-BF16/AMX, about 100x slower on CPUs without "
                         "(the default follows this CPU)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.vae_from and args.phase != "unet":
+        p.error(f"--vae_from takes the VAE of another model for the UNet phase; it needs --phase unet (got --phase {args.phase})")
+    return args
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -376,6 +382,10 @@ def main(argv=None) -> None:
         log(f"VAE reconstructions, classifier accuracy: seen {info['vae_reconstruction_seen']}, held-out {info['vae_reconstruction_held_out']}")
         if args.phase == "vae":
             return
+    elif args.vae_from:
+        vae = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae", torch_dtype=torch.float32)
+        record = Path(args.vae_from) / "train_info.json"
+        info["vae_from"] = {"model": args.vae_from, "train_info": json.loads(record.read_text()) if record.is_file() else None}
     else:
         vae = AutoencoderKL.from_pretrained(str(work / "vae"))
     vae.requires_grad_(False).eval()
