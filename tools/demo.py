@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--concepts", type=int, choices=(1, 2), default=1,
-                        help="2: also train a blue cross (toyxcross) in the same run, from its own images: two embeddings, one model load")
+                        help="2: also train a blue cross (toyxcross, another pair the toy model never saw) in the same run, "
+                             "from its own images: two embeddings, one model load")
     return parser.parse_args(argv)
 
 

@@ -6,7 +6,8 @@
 Prints one JSON object: color/shape/background accuracy on prompts of seen combinations, and for the held-out
 concept (purple star) how often it appears for its own words ("a purple star on a ... background") and for the
 Textual Inversion baseline prompt (the init word alone: "a star on a ... background"), on each background, with
-what those prompts produced. --classifier adds the classifier's own accuracy on renders (docs/toy_model.md).
+what those prompts produced; the same for every further pair the model was trained without (`also_held_out`,
+from its train_info.json: the blue cross of the shipped model). --classifier adds the classifier's own accuracy on renders (docs/toy_model.md).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from library.toyworld import classifier  # noqa: E402
 from library.toyworld.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS, classifier_accuracy, generate_images, seen_scenes  # noqa: E402
-from library.toyworld.model import TOY_MODEL_DIR, load_toy_pipeline  # noqa: E402
-from library.toyworld.world import BACKGROUNDS, HELD_OUT, Scene, caption  # noqa: E402
+from library.toyworld.model import TOY_MODEL_DIR, held_out_pairs, load_toy_pipeline  # noqa: E402
+from library.toyworld.world import BACKGROUNDS, Scene, caption  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,13 +52,34 @@ def save_grid(images, path: str, columns: int = 16) -> None:
     grid.save(path)
 
 
+def unseen_pair_scores(pipe, pair: tuple[str, str], n: int, seed: int, generate: dict) -> dict:
+    """How often `pair` comes out of its own words ("a purple star on a ...") and of its shape alone, the Textual
+    Inversion baseline ("a star on a ..."), on each background, and what those prompts produced."""
+    color, shape = pair
+    scores = {}
+    for name, subject in {"held_out_words": f"{color} {shape}", "init_word_baseline": shape}.items():
+        by_background, produced = {}, Counter()
+        for background in BACKGROUNDS:
+            prompt = caption(Scene(shape, color, background, 0, 0, 0), subject=subject)
+            found = [classifier.classify(image) for image in generate_images(pipe, [prompt] * n, seed, **generate)]
+            by_background[prompt] = classifier.concept_rate(found, pair)
+            produced.update(" ".join(p.concept) for p in found)
+        scores[name] = {
+            "held_out_rate": sum(by_background.values()) / len(by_background),
+            "by_prompt": by_background,
+            "produced": dict(produced.most_common(6)),
+        }
+    return scores
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = load_toy_pipeline(args.model)
     generate = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
 
-    scenes = seen_scenes(args.n, seed=args.seed + 1000)
+    pairs = held_out_pairs(args.model)
+    scenes = seen_scenes(args.n, seed=args.seed + 1000, held_out=pairs)
     images = generate_images(pipe, [caption(s) for s in scenes], args.seed, **generate)
     predictions = [classifier.classify(image) for image in images]
     seen = classifier.accuracy(predictions, [s.concept for s in scenes])
@@ -65,22 +87,9 @@ def main(argv=None) -> None:
     if args.grid:
         save_grid(images, args.grid)
 
-    color, shape = HELD_OUT
-    subjects = {"held_out_words": f"{color} {shape}", "init_word_baseline": shape}
-    held_out = {}
-    for name, subject in subjects.items():
-        by_background, produced = {}, Counter()
-        for background in BACKGROUNDS:
-            prompt = caption(Scene(shape, color, background, 0, 0, 0), subject=subject)
-            found = [classifier.classify(image) for image in generate_images(pipe, [prompt] * args.n, args.seed + 1, **generate)]
-            by_background[prompt] = classifier.concept_rate(found, HELD_OUT)
-            produced.update(" ".join(p.concept) for p in found)
-        held_out[name] = {
-            "held_out_rate": sum(by_background.values()) / len(by_background),
-            "by_prompt": by_background,
-            "produced": dict(produced.most_common(6)),
-        }
-    results = {"settings": vars(args), "seen_prompts": seen, "held_out": held_out}
+    never_seen = [unseen_pair_scores(pipe, pair, args.n, args.seed + 1, generate) for pair in pairs]
+    results = {"settings": vars(args), "seen_prompts": seen, "held_out": never_seen[0],
+               "also_held_out": {" ".join(pair): scores for pair, scores in zip(pairs[1:], never_seen[1:])}}
     if args.classifier:
         results["classifier_on_renders"] = classifier_accuracy()
     print(json.dumps(results, indent=2))

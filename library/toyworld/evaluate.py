@@ -45,9 +45,9 @@ def generate_images(
     return images
 
 
-def seen_scenes(n: int, seed: int) -> list[Scene]:
-    """Scenes of combinations the toy model was trained on (everything but the held-out concept)."""
-    return sample_scenes(n, seed, exclude=[HELD_OUT])
+def seen_scenes(n: int, seed: int, held_out: Sequence[tuple[str, str]] = (HELD_OUT,)) -> list[Scene]:
+    """Scenes of combinations the toy model was trained on (everything but its held-out pairs)."""
+    return sample_scenes(n, seed, exclude=list(held_out))
 
 
 def prompt_following(pipe, scenes: Sequence[Scene], seed: int = 0, **generate_kwargs) -> dict[str, float]:

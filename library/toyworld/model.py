@@ -7,6 +7,7 @@ Its VAE downsamples by 4, not 8: 64x64 images have 16x16 latents.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -25,3 +26,13 @@ def load_toy_pipeline(path: str | Path = TOY_MODEL_DIR, dtype: torch.dtype = tor
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def held_out_pairs(path: str | Path = TOY_MODEL_DIR) -> list[tuple[str, str]]:
+    """Every (color, shape) the model at `path` never saw: the purple star first, then its `--hold_out` pairs,
+    as its train_info.json records them (a folder without one: the purple star alone)."""
+    from library.toyworld.world import HELD_OUT
+
+    info_path = Path(path) / "train_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return [HELD_OUT, *[tuple(pair) for pair in info.get("also_held_out", [])]]

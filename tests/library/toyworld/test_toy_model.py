@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from library.tokenizers import load_bundled_tokenizer
-from library.toyworld.model import TOY_MODEL_DIR, load_toy_pipeline
+from library.toyworld.demo_data import CROSS, STAR
+from library.toyworld.model import TOY_MODEL_DIR, held_out_pairs, load_toy_pipeline
 from library.toyworld.world import HELD_OUT
 
 MAX_BYTES = 30 * 1024 * 1024
@@ -17,6 +18,14 @@ def test_model_is_shipped_and_small():
     assert (TOY_MODEL_DIR / "model_index.json").is_file()
     assert sum(p.stat().st_size for p in files) <= MAX_BYTES
     assert json.loads((TOY_MODEL_DIR / "train_info.json").read_text())["held_out"] == list(HELD_OUT)
+
+
+def test_both_demo_concepts_are_pairs_the_shipped_model_never_saw():
+    assert held_out_pairs() == [STAR.concept, CROSS.concept] and STAR.concept == HELD_OUT
+
+
+def test_a_model_folder_without_a_training_record_held_out_the_purple_star_alone(tmp_path):
+    assert held_out_pairs(tmp_path) == [HELD_OUT]
 
 
 def test_plain_diffusers_load_is_fp32_and_generates_a_64px_image():
