@@ -263,9 +263,11 @@ def cache_latents(
 
 
 def once_generator(seed: int, path) -> torch.Generator:
-    """The generator of an image's one posterior draw (--latent_sampling once): fixed by (seed, path), so a rebuilt
-    cache, and the uncached path, draw the same latents."""
-    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha1(f"{seed}:{path}".encode()).digest()[:7], "big"))
+    """The generator of an image's one posterior draw (--latent_sampling once): fixed by (seed, file name), so a
+    rebuilt cache and the uncached path draw the same latents, and the same images in another folder (a moved or
+    copied dataset) train the same embedding."""
+    name = Path(path).name
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha1(f"{seed}:{name}".encode()).digest()[:7], "big"))
 
 
 def _cache_batch(seed: int, vae, batch, device, dtype, sampling: str) -> None:

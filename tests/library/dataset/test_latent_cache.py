@@ -168,3 +168,14 @@ def test_masks_are_cached_and_a_changed_mask_invalidates(tmp_path, vae):
     again.cache_latents(vae, to_disk=True)
     assert os.stat(again.records[0].latent_file).st_mtime_ns != stamp
     assert float(again[0]["alpha_masks"].mean()) == pytest.approx(1.0)
+
+
+def test_the_same_images_in_another_folder_cache_the_same_latents(image_dir, vae, tmp_path):
+    # --latent_sampling once draws each image's latents from (seed, file name): a moved dataset trains the same way
+    import shutil
+
+    moved = shutil.copytree(image_dir, tmp_path / "elsewhere" / "images")
+    here, there = make_group(image_dir), make_group(moved)
+    here.cache_latents(vae)
+    there.cache_latents(vae)
+    assert all(torch.equal(here[i]["latents"], there[i]["latents"]) for i in range(len(here)))
