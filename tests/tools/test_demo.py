@@ -44,7 +44,7 @@ def test_short_run_recovers_the_concept_clearly_above_the_init_word(toy_demo_out
     match = re.fullmatch(r"recovery: ([0-9.]+) baseline: ([0-9.]+)", last)
     assert match, last
     recovery, baseline = map(float, match.groups())
-    assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, last  # measured: 0.958 and 0.083
+    assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, last  # measured: 0.833 and 0.083
 
 
 @pytest.mark.slow
@@ -61,7 +61,7 @@ def test_the_two_concept_demo_data_trains_both_concepts_in_one_run(tmp_path, cap
         concept_recovery.main(["--embedding", str(tmp_path / f"{concept.token}.safetensors"), "--samples", "16", *concept.scoring_flags])
         last = capsys.readouterr().out.strip().splitlines()[-1]
         recovery, baseline = map(float, re.fullmatch(r"recovery: ([0-9.]+) baseline: ([0-9.]+)", last).groups())
-        # measured: toyxstar 0.875 and 0.062, toyxcross 1.000 and 0.000 (at 60 steps the star only reached 0.84 on 64 samples)
+        # measured before --latent_sampling once was keyed to file names: toyxstar 0.875 and 0.062, toyxcross 1.000 and 0.000
         assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, (concept.token, last)
 
 
