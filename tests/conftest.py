@@ -38,13 +38,10 @@ def tiny_model_dir(tmp_path_factory):
     return get
 
 
-TOY_DEMO_STEPS = 120  # the README's main job, shortened to fit CI; the full default run is measured in docs/quickstart.md
-
-
 @pytest.fixture(scope="session")
 def toy_demo_out(tmp_path_factory) -> Path:
     """The folder of one tools/demo.py run on the shipped toy model (embedding, samples, loss chart), run once."""
-    from tests.helpers.tools import load_tool
+    from tests.helpers.tools import TOY_DEMO_STEPS, load_tool
 
     out = tmp_path_factory.mktemp("toy_demo")
     load_tool("demo").main(["--out", str(out), "--steps", str(TOY_DEMO_STEPS)])

@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         "required unless --compare_concepts")
     parser.add_argument("--compare_concepts", action="store_true",
                         help="instead: time two single-concept runs back to back and one run training both concepts, on the toy "
-                             "model (fresh trainer processes; --steps per concept, default 300 here), and print the ratio")
+                             "model (fresh trainer processes; --steps per concept, default the demo's 500 here), and print the ratio")
     parser.add_argument("--repeats", type=int, default=1, help="--compare_concepts: runs of each kind (the median is reported)")
     parser.add_argument("--score_samples", type=int, default=0,
                         help="--compare_concepts: also score each embedding of the two-concept run with this many samples (concept recovery)")
@@ -436,11 +436,12 @@ def summary_lines(r: dict) -> list[str]:
 
 def compare_concepts(opts: argparse.Namespace) -> dict:
     from library.toyworld.concept_benchmark import compare_concepts, summary_lines as concept_lines
+    from library.toyworld.demo_data import DEMO_STEPS
 
     with tempfile.TemporaryDirectory(prefix="ti_bench_concepts_") as tmp:
         root = Path(opts.workdir) if opts.workdir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        result = compare_concepts(root, steps=opts.steps or 300, repeats=opts.repeats, score_samples=opts.score_samples)
+        result = compare_concepts(root, steps=opts.steps or DEMO_STEPS, repeats=opts.repeats, score_samples=opts.score_samples)
     print("\n".join(concept_lines(result)))
     return result
 

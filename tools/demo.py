@@ -20,16 +20,16 @@ sys.path.insert(0, str(REPO))
 
 from library.cli import run_main  # noqa: E402
 from library.errors import UserError  # noqa: E402
+from library.toyworld.demo_data import DEMO_STEPS  # noqa: E402
 
 TOKEN = "toyxstar"
-DEFAULT_STEPS = 300  # measured in docs/quickstart.md
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="folder for the images, the embedding, samples and the loss chart")
     parser.add_argument("--images", type=int, default=8, help="training images to generate")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps")
+    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="training steps")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--concepts", type=int, choices=(1, 2), default=1,
                         help="2: also train a blue cross (toyxcross, another pair the toy model never saw) in the same run, "
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = training_argv(model, config, out, STAR, steps, args.seed) + [
         f"--sample_prompts={prompts}",
-        f"--sample_every_n_steps={max(1, steps // 3)}",
+        f"--sample_every_n_steps={max(1, steps // 4)}",
         "--sample_at_first",
     ]
     print(f"the same run from a shell:\n  {python_command()} train_textual_inversion.py " + " ".join(shlex.quote(a) for a in argv))

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from library.toyworld.demo_data import CROSS, STAR, training_argv, write_config, write_images
+from library.toyworld.demo_data import CROSS, DEMO_STEPS, STAR, training_argv, write_config, write_images
 from library.toyworld.model import TOY_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def _timed_run(argv: list[str], log: Path) -> float:
     return seconds
 
 
-def compare_concepts(root: Path, *, steps: int = 300, images: int = 8, seed: int = 42, repeats: int = 1, score_samples: int = 0) -> dict:
+def compare_concepts(root: Path, *, steps: int = DEMO_STEPS, images: int = 8, seed: int = 42, repeats: int = 1, score_samples: int = 0) -> dict:
     """Wall times (median over `repeats`) of the single runs and the two-concept run, their ratio, and optionally each
     embedding's concept recovery from the two-concept run."""
     star_images = write_images(root / "images_star", STAR, images, seed)

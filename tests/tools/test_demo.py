@@ -10,7 +10,7 @@ import re
 import pytest
 
 from library.errors import UserError
-from tests.helpers.tools import load_tool
+from tests.helpers.tools import TOY_DEMO_STEPS, load_tool
 
 demo = load_tool("demo")
 concept_recovery = load_tool("concept_recovery")
@@ -44,7 +44,7 @@ def test_short_run_recovers_the_concept_clearly_above_the_init_word(toy_demo_out
     match = re.fullmatch(r"recovery: ([0-9.]+) baseline: ([0-9.]+)", last)
     assert match, last
     recovery, baseline = map(float, match.groups())
-    assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, last  # measured: 0.833 and 0.083
+    assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, last  # measured: 0.958 and 0.083 (200 steps)
 
 
 @pytest.mark.slow
@@ -56,12 +56,12 @@ def test_the_two_concept_demo_data_trains_both_concepts_in_one_run(tmp_path, cap
 
     config = demo.write_dataset(tmp_path, 8, 42, concepts=2)
     assert "token_string = 'toyxcross'" in config.read_text()
-    run_training(training_argv(demo.toy_model_dir(), config, tmp_path, STAR, 120, 42))
+    run_training(training_argv(demo.toy_model_dir(), config, tmp_path, STAR, TOY_DEMO_STEPS, 42))
     for concept in (STAR, CROSS):
         concept_recovery.main(["--embedding", str(tmp_path / f"{concept.token}.safetensors"), "--samples", "16", *concept.scoring_flags])
         last = capsys.readouterr().out.strip().splitlines()[-1]
         recovery, baseline = map(float, re.fullmatch(r"recovery: ([0-9.]+) baseline: ([0-9.]+)", last).groups())
-        # measured: toyxstar 0.875 and 0.062, toyxcross 1.000 and 0.000
+        # measured at 120 steps: toyxstar 0.875 and 0.062, toyxcross 1.000 and 0.000 (the star alone: 0.78 on 64 samples)
         assert recovery >= 0.8 and baseline <= 0.3 and recovery - baseline >= 0.5, (concept.token, last)
 
 
