@@ -20,9 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from library.cli import run_main  # noqa: E402
 from library.errors import UserError  # noqa: E402
-from library.toyworld.demo_data import DEMO_STEPS  # noqa: E402
-
-TOKEN = "toyxstar"
+from library.toyworld.demo_data import CROSS, DEMO_STEPS, STAR, training_argv, write_config, write_images  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,8 +48,6 @@ def toy_model_dir() -> Path:
 def write_dataset(out: Path, count: int, seed: int, concepts: int = 1) -> Path:
     """Images of the held-out concept captioned with the token string (and of the second concept, with its own
     token, for a two-concept run), plus a dataset TOML."""
-    from library.toyworld.demo_data import CROSS, STAR, write_config, write_images
-
     subsets = [(write_images(out / "images", STAR, count, seed), None)]
     if concepts == 2:
         subsets.append((write_images(out / "images_cross", CROSS, count, seed + 1), CROSS))
@@ -59,16 +55,17 @@ def write_dataset(out: Path, count: int, seed: int, concepts: int = 1) -> Path:
 
 
 SAMPLE_PROMPTS = [
-    f"a {TOKEN} on a white background",
-    f"a {TOKEN} on a gray background",
-    "a star on a white background",  # the init word alone: what the model drew before the new token
+    f"a {STAR.token} on a white background",
+    f"a {STAR.token} on a gray background",
+    f"a {STAR.init_word} on a white background",  # the init word alone: what the model drew before the new token
 ]
 
 
 def sample_prompts(concepts: int) -> list[str]:
     if concepts == 1:
         return SAMPLE_PROMPTS
-    return SAMPLE_PROMPTS[:2] + ["a toyxcross on a white background", "a toyxcross on a black background", "a cross on a white background"]
+    return SAMPLE_PROMPTS[:2] + [f"a {CROSS.token} on a white background", f"a {CROSS.token} on a black background",
+                                 f"a {CROSS.init_word} on a white background"]
 
 
 def write_sample_prompts(out: Path, concepts: int = 1) -> Path:
@@ -123,9 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps
     config = write_dataset(out, args.images, args.seed, args.concepts)
     prompts = write_sample_prompts(out, args.concepts)
-
-    from library.toyworld.demo_data import STAR, training_argv
-
     argv = training_argv(model, config, out, STAR, steps, args.seed) + [
         f"--sample_prompts={prompts}",
         f"--sample_every_n_steps={max(1, steps // 4)}",
@@ -137,18 +131,17 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.time()
     run_training(argv)
-    grid = write_sample_grid(out / "sample", "toyxstar", out / "sample_grid.png")
-    print(f"done in {time.time() - started:.0f} s: embedding {out / 'toyxstar.safetensors'}, samples in {out / 'sample'}, "
-          f"loss chart {out / 'toyxstar_loss.png'}")
+    embedding = out / f"{STAR.token}.safetensors"
+    grid = write_sample_grid(out / "sample", STAR.token, out / "sample_grid.png")
+    print(f"done in {time.time() - started:.0f} s: embedding {embedding}, samples in {out / 'sample'}, "
+          f"loss chart {out / f'{STAR.token}_loss.png'}")
     if grid:
         print(f"sample grid {grid}: a row per sampling step, a column per prompt:")
         for i, prompt in enumerate(sample_prompts(args.concepts)):
             print(f"  prompt {i + 1}: {prompt}")
-    print(f"score it: {python_command()} tools/concept_recovery.py --embedding {out / 'toyxstar.safetensors'}")
+    print(f"score it: {python_command()} tools/concept_recovery.py --embedding {embedding}")
     if args.concepts == 2:
-        from library.toyworld.demo_data import CROSS
-
-        print(f"and the second concept: {python_command()} tools/concept_recovery.py --embedding {out / 'toyxcross.safetensors'} "
+        print(f"and the second concept: {python_command()} tools/concept_recovery.py --embedding {out / f'{CROSS.token}.safetensors'} "
               + " ".join(CROSS.scoring_flags))
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from library.toyworld.world import HELD_OUT
+
 TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "resources" / "toy_model"
 
 
@@ -31,8 +33,6 @@ def load_toy_pipeline(path: str | Path = TOY_MODEL_DIR, dtype: torch.dtype = tor
 def held_out_pairs(path: str | Path = TOY_MODEL_DIR) -> list[tuple[str, str]]:
     """Every (color, shape) the model at `path` never saw: the purple star first, then its `--hold_out` pairs,
     as its train_info.json records them (a folder without one: the purple star alone)."""
-    from library.toyworld.world import HELD_OUT
-
     info_path = Path(path) / "train_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return [HELD_OUT, *[tuple(pair) for pair in info.get("also_held_out", [])]]
